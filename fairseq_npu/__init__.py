@@ -1,0 +1,21 @@
+"""fairseq_npu: a fairseq --user-dir plugin to fine-tune RoBERTa and ALBERT on GLUE on NPU, CUDA and CPU.
+
+Importing the package (fairseq does it for ``--user-dir fairseq_npu``, in every worker) installs the device
+hooks once and registers the plugin's models, tasks, criterions and optimizers with fairseq's registries.
+"""
+
+__version__ = "0.1.0"
+
+try:
+    import fairseq  # noqa: F401
+except ImportError as err:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "fairseq_npu needs fairseq. On Python 3.11/3.12 install the build that imports there, without its "
+        "torchaudio requirement: pip install --no-deps ve-fairseq==0.12.3 (see README.md)"
+    ) from err
+
+from fairseq_npu import hooks
+
+hooks.install()
+
+from fairseq_npu import criterions, models, optim, tasks  # noqa: E402,F401  (each registers its modules)

@@ -1,0 +1,345 @@
+"""Every change fairseq_npu makes to stock fairseq, in one place.
+
+Stock fairseq knows cuda and cpu only, assumes NCCL and CUDA device counts in its distributed utilities, and
+cannot load its own checkpoints on torch >= 2.6. Instead of a fork, the plugin wraps a handful of fairseq
+functions when it is imported. Each entry of ``HOOKS`` names the function it wraps, what the wrapper changes and
+why; ``install()`` applies them all and is idempotent (fairseq imports the user dir again in every spawned
+worker). On cuda most hooks step aside and stock behaviour runs unchanged.
+"""
+
+import argparse
+import functools
+import logging
+import os
+from dataclasses import dataclass
+from typing import Callable, List
+
+import torch
+
+from fairseq_npu import device
+
+logger = logging.getLogger(__name__)
+
+_ORIGINAL = "__fairseq_npu_original__"
+
+
+@dataclass(frozen=True)
+class Hook:
+    target: str  # dotted path of what is wrapped
+    change: str  # what the wrapper does
+    why: str  # what breaks without it
+    install: Callable[[], None]
+
+
+def wrap(owner, name: str, make_wrapper: Callable) -> None:
+    """Replace ``owner.name`` by ``make_wrapper(original)`` once; a second call is a no-op."""
+    original = getattr(owner, name)
+    if hasattr(original, _ORIGINAL):
+        return
+    wrapper = make_wrapper(original)
+    if callable(original) and not isinstance(original, type):
+        functools.update_wrapper(wrapper, original)
+    setattr(wrapper, _ORIGINAL, original)
+    setattr(owner, name, wrapper)
+
+
+def original_of(obj):
+    """The stock function behind a hook (tests, and wrappers that must call around the hook)."""
+    return getattr(obj, _ORIGINAL, obj)
+
+
+def is_hooked(owner, name: str) -> bool:
+    return hasattr(getattr(owner, name), _ORIGINAL)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# --device-type flag
+
+
+class _DeviceTypeAction(argparse.Action):
+    def __call__(self, parser, namespace, value, option_string=None):
+        setattr(namespace, self.dest, value)
+        device.set_backend(value)  # exported through the environment, so spawned workers agree
+
+
+def _install_device_type_flag():
+    from fairseq import options
+
+    def make(original):
+        def add_distributed_training_args(parser, *args, **kwargs):
+            group = original(parser, *args, **kwargs)
+            if not any("--device-type" in a.option_strings for a in parser._actions):
+                group.add_argument(
+                    "--device-type", choices=device.DEVICE_TYPES, default=None, action=_DeviceTypeAction,
+                    help=f"fairseq_npu: device to train on (default: ${device.ENV_VAR} or auto: npu > cuda > cpu)",
+                )
+            return group
+
+        return add_distributed_training_args
+
+    wrap(options, "add_distributed_training_args", make)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Trainer
+
+
+def _install_trainer_device():
+    from fairseq.trainer import Trainer
+    from omegaconf import open_dict
+
+    def make(original):
+        def __init__(self, cfg, task, model, criterion, *args, **kwargs):
+            backend = device.get()
+            if cfg.common.cpu:
+                backend = device.set_backend(force_cpu=True)
+            elif backend.type == "cpu" and torch.cuda.is_available():
+                with open_dict(cfg):  # cpu chosen on a cuda machine: stock would still take cuda
+                    cfg.common.cpu = True
+            original(self, cfg, task, model, criterion, *args, **kwargs)
+            if backend.type == "npu" and not cfg.common.cpu:
+                if cfg.distributed_training.distributed_world_size <= 1:
+                    backend.set_device(cfg.distributed_training.device_id)
+                self.device = backend.device()
+                if not self.use_distributed_wrapper:  # the DDP wrapper moves the model itself
+                    self._criterion = self._criterion.to(device=self.device)
+                    self._model = self._model.to(device=self.device)
+
+        return __init__
+
+    wrap(Trainer, "__init__", make)
+
+
+def _install_trainer_prepare_sample():
+    from fairseq import utils
+    from fairseq.trainer import Trainer
+
+    def make(original):
+        def _prepare_sample(self, sample, is_dummy=False):
+            sample, is_dummy_out = original(self, sample, is_dummy)
+            if self.device.type not in ("cpu", "cuda") and sample:
+                sample = utils.move_to_cuda(sample, device=self.device)  # a plain .to(device), any device
+            return sample, is_dummy_out
+
+        return _prepare_sample
+
+    wrap(Trainer, "_prepare_sample", make)
+
+
+def _install_trainer_empty_cache():
+    from fairseq.trainer import Trainer
+
+    def make(original):
+        def train_step(self, samples, raise_oom=False):
+            first = self.get_num_updates() == 0
+            result = original(self, samples, raise_oom)
+            if first and self.device.type == "npu":
+                device.get().empty_cache()  # stock does this on cuda only, after the first update
+            return result
+
+        return train_step
+
+    wrap(Trainer, "train_step", make)
+
+
+def _install_seed():
+    from fairseq import utils
+
+    def make(original):
+        def __init__(self, seed):
+            original(self, seed)
+            backend = device.get()
+            if backend.type == "npu":
+                backend.manual_seed(seed)
+
+        return __init__
+
+    wrap(utils.set_torch_seed, "__init__", make)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# distributed utilities
+
+
+def _install_distributed_main():
+    from fairseq.distributed import utils as dist_utils
+
+    def make(original):
+        def distributed_main(i, main, cfg, kwargs):
+            backend = device.get()
+            if backend.type == "npu" and not cfg.common.cpu:
+                backend.set_device(i)
+            return original(i, main, cfg, kwargs)
+
+        return distributed_main
+
+    wrap(dist_utils, "distributed_main", make)
+
+
+def _install_distributed_backend():
+    from fairseq.distributed import utils as dist_utils
+
+    def make(original):
+        def distributed_init(cfg):
+            backend = device.get()
+            wanted = "gloo" if getattr(cfg, "common", None) is not None and cfg.common.cpu else backend.dist_backend
+            configured = cfg.distributed_training.distributed_backend
+            if configured != wanted and configured in device.DIST_BACKENDS.values():
+                logger.info(f"fairseq_npu: distributed backend {configured} -> {wanted} for device {backend.type}")
+                cfg.distributed_training.distributed_backend = wanted
+            return original(cfg)
+
+        return distributed_init
+
+    wrap(dist_utils, "distributed_init", make)
+
+
+def _install_launch_init():
+    from fairseq.distributed import utils as dist_utils
+
+    def make(original):
+        def _infer_torch_distributed_launch_init(cfg):
+            if device.get().type == "cuda" and not getattr(cfg, "cpu", False):
+                return original(cfg)
+            cfg.distributed_init_method = "env://"
+            cfg.distributed_world_size = int(os.environ["WORLD_SIZE"])
+            cfg.distributed_rank = int(os.environ["RANK"])
+            cfg.device_id = int(os.environ.get("LOCAL_RANK", cfg.distributed_rank % device.get().device_count()))
+            cfg.distributed_no_spawn = True
+
+        return _infer_torch_distributed_launch_init
+
+    wrap(dist_utils, "_infer_torch_distributed_launch_init", make)
+
+
+def _install_call_main():
+    from fairseq.distributed import utils as dist_utils
+
+    def make(original):
+        def call_main(cfg, main, **kwargs):
+            backend = device.get()
+            dt = cfg.distributed_training
+            spawn_here = (
+                backend.type != "cuda"
+                and dt.distributed_init_method is None
+                and dt.distributed_world_size > 1
+                and not all(k in os.environ for k in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK"))
+                and not dt.distributed_no_spawn
+            )
+            if not spawn_here:
+                return original(cfg, main, **kwargs)
+            # stock counts CUDA devices to size the spawn; count this backend's devices instead
+            nprocs = dt.distributed_world_size
+            if backend.type == "npu" and not cfg.common.cpu and backend.device_count() < nprocs:
+                raise RuntimeError(
+                    f"--distributed-world-size {nprocs} but only {backend.device_count()} NPU device(s) are visible"
+                )
+            port = dt.distributed_port if dt.distributed_port > 0 else 10000 + os.getpid() % 20000
+            dt.distributed_init_method = f"tcp://localhost:{port}"
+            kwargs["start_rank"] = dt.distributed_rank or 0
+            dt.distributed_rank = None
+            torch.multiprocessing.spawn(
+                fn=dist_utils.distributed_main, args=(main, cfg, kwargs), nprocs=nprocs, join=True
+            )
+
+        return call_main
+
+    wrap(dist_utils, "call_main", make)
+
+
+def _install_all_gather_list():
+    from fairseq.distributed import utils as dist_utils
+
+    def make(original):
+        def all_gather_list(data, group=None, max_size=16384):
+            backend = device.get()
+            if backend.type != "cuda":
+                # stock allocates torch.cuda.ByteTensor + pinned memory: place them where the backend can reach
+                world = dist_utils.get_world_size(group if group is not None else dist_utils.get_global_group())
+                size = max_size * world
+                holder = dist_utils.all_gather_list  # stock reads its buffers from the module-level name
+                if not hasattr(holder, "_buffer") or holder._buffer.numel() < size:
+                    on = torch.device("cpu") if dist_utils.torch.distributed.get_backend() == "gloo" else backend.device()
+                    holder._buffer = torch.zeros(size, dtype=torch.uint8, device=on)
+                    holder._cpu_buffer = torch.zeros(max_size, dtype=torch.uint8)
+            return original(data, group=group, max_size=max_size)
+
+        return all_gather_list
+
+    wrap(dist_utils, "all_gather_list", make)
+
+
+def _install_ddp_device_ids():
+    from fairseq.models import distributed_fairseq_model
+
+    def make(original):
+        def DistributedDataParallel(module, *args, device_ids=None, output_device=None, **kwargs):
+            first = next(module.parameters(), None)
+            if first is not None and first.device.type == "cpu":
+                device_ids, output_device = None, None  # torch refuses device ids for cpu modules
+            return original(module, *args, device_ids=device_ids, output_device=output_device, **kwargs)
+
+        return DistributedDataParallel
+
+    wrap(distributed_fairseq_model, "DistributedDataParallel", make)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def _install_safe_checkpoint_load():
+    from fairseq import checkpoint_utils
+
+    from fairseq_npu.checkpoint_loading import TorchWithSafeLoad
+
+    if not isinstance(checkpoint_utils.torch, TorchWithSafeLoad):
+        checkpoint_utils.torch = TorchWithSafeLoad(checkpoint_utils.torch)
+
+
+HOOKS: List[Hook] = [
+    Hook("fairseq.options.add_distributed_training_args", "adds --device-type {auto,npu,cuda,cpu}",
+         "the device must be choosable on the command line, and spawned workers must inherit it",
+         _install_device_type_flag),
+    Hook("fairseq.trainer.Trainer.__init__", "puts model and criterion on the selected device (npu included)",
+         "stock picks cuda if available else cpu; it has no npu branch and ignores FAIRSEQ_NPU_DEVICE=cpu",
+         _install_trainer_device),
+    Hook("fairseq.trainer.Trainer._prepare_sample", "moves each batch to the trainer's device on npu",
+         "stock moves batches only when self.cuda is true", _install_trainer_prepare_sample),
+    Hook("fairseq.trainer.Trainer.train_step", "empties the npu cache after the first update",
+         "stock calls torch.cuda.empty_cache only", _install_trainer_empty_cache),
+    Hook("fairseq.utils.set_torch_seed.__init__", "also seeds the npu generator",
+         "stock seeds cpu and cuda only, so npu dropout would not be reproducible", _install_seed),
+    Hook("fairseq.distributed.utils.distributed_main", "torch.npu.set_device(rank's device) on npu",
+         "stock calls torch.cuda.set_device only", _install_distributed_main),
+    Hook("fairseq.distributed.utils.distributed_init", "swaps the default nccl backend for hccl (npu) or gloo (cpu)",
+         "--distributed-backend defaults to nccl, which exists on cuda only", _install_distributed_backend),
+    Hook("fairseq.distributed.utils._infer_torch_distributed_launch_init", "device id from LOCAL_RANK",
+         "stock computes rank % torch.cuda.device_count(): ZeroDivisionError under torchrun on cpu or npu",
+         _install_launch_init),
+    Hook("fairseq.distributed.utils.call_main", "spawns one worker per npu device / cpu process",
+         "stock sizes the spawn by torch.cuda.device_count(), which is 0 on npu and cpu", _install_call_main),
+    Hook("fairseq.distributed.utils.all_gather_list", "allocates its buffers on the backend's device",
+         "stock allocates torch.cuda.ByteTensor and pinned memory, which fail without cuda", _install_all_gather_list),
+    Hook("fairseq.models.distributed_fairseq_model.DistributedDataParallel", "drops device_ids for cpu modules",
+         "torch's DDP refuses device_ids=[i] for a cpu module, so --ddp-backend c10d fails on gloo",
+         _install_ddp_device_ids),
+    Hook("fairseq.checkpoint_utils.torch.load", "weights_only=True with an allowlist of fairseq checkpoint types",
+         "torch >= 2.6 refuses argparse.Namespace etc. in checkpoint_last.pt and roberta model.pt; switching "
+         "weights_only off would execute arbitrary pickles", _install_safe_checkpoint_load),
+]
+
+
+def install() -> None:
+    """Apply every hook; safe to call again (each wrapper is installed once)."""
+    for hook in HOOKS:
+        hook.install()
+
+
+def describe() -> str:
+    """One line per hook, for the README and ``python -m fairseq_npu.hooks``."""
+    return "\n".join(f"- {h.target}: {h.change} (why: {h.why})" for h in HOOKS)
+
+
+if __name__ == "__main__":
+    print(describe())

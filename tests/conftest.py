@@ -1,0 +1,40 @@
+"""Shared pytest fixtures: the real GLUE data beside the project, and the torch_npu stand-in."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("FAIRSEQ_NPU_SHARED_DATA", REPO.parent / "shared" / "data"))
+STAND_IN = Path(__file__).resolve().parent / "npu_stand_in"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """../shared/data (real GLUE tsv files and vocabularies); skips the test when it is absent."""
+    if not (SHARED_DATA / "glue").is_dir():
+        pytest.skip(f"real GLUE data not found at {SHARED_DATA} (set FAIRSEQ_NPU_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def npu_stand_in(monkeypatch):
+    """Make the torch_npu stand-in importable and re-select the device; yields the stand-in module."""
+    from fairseq_npu import device
+
+    monkeypatch.syspath_prepend(str(STAND_IN))
+    monkeypatch.delenv(device.ENV_VAR, raising=False)
+    import torch_npu
+
+    torch_npu.install()
+    torch_npu.reset()
+    device.reset()
+    yield torch_npu
+    device.reset()
+    for name in [m for m in sys.modules if m == "torch_npu" or m.startswith("torch_npu.")] + ["torch.npu"]:
+        sys.modules.pop(name, None)
+    if hasattr(torch, "npu"):
+        delattr(torch, "npu")
