@@ -1,0 +1,36 @@
+"""Device-generic autocast for a task's forward pass.
+
+Stock ``FairseqTask.train_step`` wraps the forward in ``torch.cuda.amp.autocast`` when the optimizer is an
+``AMPOptimizer`` (``--amp``), which does nothing on npu and cpu. Tasks of this plugin call ``autocast_for``
+instead: it autocasts on the selected device type, in the half dtype the run asked for.
+"""
+
+import contextlib
+
+import torch
+
+from fairseq_npu import device
+
+
+def _is_amp_optimizer(optimizer) -> bool:
+    from fairseq.optim.amp_optimizer import AMPOptimizer
+
+    return isinstance(optimizer, AMPOptimizer) or getattr(optimizer, "fairseq_npu_autocast_dtype", None) is not None
+
+
+def autocast_dtype_for(optimizer) -> torch.dtype:
+    """The half dtype to autocast to: the optimizer's own choice, else fp16 where supported, else bf16."""
+    chosen = getattr(optimizer, "fairseq_npu_autocast_dtype", None)
+    if chosen is not None:
+        return chosen
+    halves = device.get().half_dtypes
+    if device.get().type == "cpu":
+        return torch.bfloat16  # cpu autocast is fast and stable in bf16
+    return torch.float16 if torch.float16 in halves else halves[0]
+
+
+def autocast_for(optimizer):
+    """Context manager: autocast on the current device if ``optimizer`` is an AMP optimizer, else nothing."""
+    if optimizer is None or not _is_amp_optimizer(optimizer):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.get().autocast_device_type, dtype=autocast_dtype_for(optimizer))
