@@ -1,0 +1,214 @@
+"""``--optimizer fused_adamw``: fairseq's ``adam`` semantics on the fastest AdamW kernel of the device.
+
+fairseq's ``adam`` is AdamW (decoupled weight decay applied to every parameter, no bias/LayerNorm exclusion),
+but it runs either apex's CUDA FusedAdam or a per-parameter Python loop. This optimizer keeps the flags and the
+maths of ``adam`` and hands the update to a fused kernel:
+
+=========  ======================================================================================
+impl       kernel
+=========  ======================================================================================
+npu        ``torch_npu.optim.NpuFusedAdamW`` (parameters, gradients and states combined into one
+           contiguous buffer per dtype), else Ascend apex's ``apex.optimizers.NpuFusedAdamW``
+fused      ``torch.optim.AdamW(fused=True)`` (CUDA, and CPU on torch >= 2.4)
+foreach    ``torch.optim.AdamW(foreach=True)`` (multi-tensor, one launch per op for all params)
+forloop    ``torch.optim.AdamW(foreach=False, fused=False)`` (reference, always available)
+=========  ======================================================================================
+
+``auto`` picks npu on an NPU backend, fused where torch has a fused kernel for the parameters' device, else
+foreach; when the chosen kernel is missing (torch_npu without the fused optimizer, an old torch) it falls back
+down that list and says so once in the log.
+
+Two differences of formula are removed. (1) fairseq adds ``eps`` to ``sqrt(v)`` *before* the
+bias correction of the second moment, torch (and torch_npu) after it. Feeding the kernel
+``eps / sqrt(1 - beta2 ** step)`` at every step makes the two identical, so a fairseq ``adam`` recipe
+(``--adam-eps 1e-6``) means the same thing here. (2) The kernels decay weights as ``p * (1 - lr * wd)`` with
+the factor rounded to the parameter dtype: in fp32 that factor moves in steps of 6e-8, so with a fine-tuning
+``lr * wd`` of 1e-6 the decay actually applied is off by up to 5%. fairseq computes ``p - (lr * wd) * p``,
+exact to rounding of the product; this optimizer does the same with one multi-tensor op before the kernel,
+which runs with ``weight_decay=0``.
+
+The eps correction needs the step count; it is kept per parameter group (``fairseq_step``): every parameter of a group that is updated at all is updated at each step, as in fairseq
+training where unused parameters (RoBERTa's LM head while fine-tuning) never receive a gradient.
+"""
+
+import logging
+import math
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any, List
+
+import torch
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.optim import FairseqOptimizer, register_optimizer
+from omegaconf import II, OmegaConf
+
+from fairseq_npu import device
+
+logger = logging.getLogger(__name__)
+
+IMPLS = ["auto", "npu", "fused", "foreach", "forloop"]
+
+
+@dataclass
+class FusedAdamWConfig(FairseqDataclass):
+    adam_betas: Any = field(default=(0.9, 0.999), metadata={"help": "betas for Adam optimizer"})
+    adam_eps: float = field(
+        default=1e-8, metadata={"help": "epsilon for Adam optimizer, with fairseq adam's meaning (added to sqrt(v) "
+                                        "before bias correction)"}
+    )
+    weight_decay: float = field(default=0.0, metadata={"help": "decoupled weight decay, applied to all parameters"})
+    adamw_impl: ChoiceEnum(IMPLS) = field(
+        default="auto",
+        metadata={"help": "AdamW kernel: auto (npu on NPU, else torch fused, else foreach), npu (torch_npu / Ascend "
+                          "apex NpuFusedAdamW), fused, foreach or forloop (torch.optim.AdamW variants)"},
+    )
+    lr: List[float] = II("optimization.lr")
+
+
+def _npu_fused_adamw_class():
+    """torch_npu's fused AdamW, else Ascend apex's; None when neither is importable."""
+    try:
+        from torch_npu.optim import NpuFusedAdamW
+
+        return NpuFusedAdamW
+    except ImportError:
+        pass
+    try:
+        from apex.optimizers import NpuFusedAdamW
+
+        return NpuFusedAdamW
+    except ImportError:
+        return None
+
+
+def _fused_supported(params) -> bool:
+    from torch.optim.optimizer import _get_fused_kernels_supported_devices
+
+    devices = {p.device.type for p in params}
+    supported = set(_get_fused_kernels_supported_devices())
+    if "privateuseone" in supported:  # torch names custom backends (npu) by their renamed name in tensors
+        supported.add(torch._C._get_privateuse1_backend_name())
+    return devices <= supported and all(p.is_floating_point() for p in params)
+
+
+def _flat_params(params) -> List[torch.Tensor]:
+    out = []
+    for item in params:
+        out.extend(item["params"] if isinstance(item, dict) else [item])
+    return out
+
+
+def choose_impl(requested: str, params) -> str:
+    """The kernel that will run: ``requested`` if it is available here, else the next one down, logged."""
+    backend = device.get().type
+    order = ["npu", "fused", "foreach", "forloop"]
+    if requested == "auto":
+        candidates = order if backend == "npu" else order[1:]
+    else:
+        candidates = order[order.index(requested):]
+    flat = _flat_params(params)
+    for impl in candidates:
+        if impl == "npu" and _npu_fused_adamw_class() is None:
+            why = "neither torch_npu.optim.NpuFusedAdamW nor apex.optimizers.NpuFusedAdamW is importable"
+        elif impl == "fused" and not _fused_supported(flat):
+            why = f"torch {torch.__version__} has no fused AdamW for {sorted({p.device.type for p in flat})} tensors"
+        else:
+            return impl
+        logger.warning(f"fused_adamw: --adamw-impl {impl} unavailable ({why}); falling back")
+    return "forloop"
+
+
+@register_optimizer("fused_adamw", dataclass=FusedAdamWConfig)
+class FairseqFusedAdamW(FairseqOptimizer):
+    """fairseq ``adam`` (AdamW semantics) running on a fused kernel; see the module docstring."""
+
+    def __init__(self, cfg: FusedAdamWConfig, params):
+        super().__init__(cfg)
+        params = list(params)
+        self.impl = choose_impl(str(cfg.adamw_impl), params)
+        config = self.optimizer_config
+        groups = params if params and isinstance(params[0], dict) else [{"params": params}]
+        groups = [{**g, "fairseq_eps": g.get("fairseq_eps", config["fairseq_eps"]), "fairseq_step": 0}
+                  for g in groups]
+        # weight decay is applied by _decay_weights (fairseq's rounding); the kernel must not decay again
+        groups = [{**g, "fairseq_weight_decay": g.get("weight_decay", config["fairseq_weight_decay"]),
+                   "weight_decay": 0.0} for g in groups]
+        kwargs = dict(lr=config["lr"], betas=config["betas"], eps=config["fairseq_eps"], weight_decay=0.0)
+        if self.impl == "npu":
+            self._optimizer = _npu_fused_adamw_class()(groups, **kwargs)
+        else:
+            flags = {"fused": dict(fused=True), "foreach": dict(foreach=True),
+                     "forloop": dict(foreach=False, fused=False)}[self.impl]
+            self._optimizer = torch.optim.AdamW(groups, **kwargs, **flags)
+        logger.info(f"fused_adamw: using {self.impl} ({type(self._optimizer).__module__}."
+                    f"{type(self._optimizer).__name__})")
+
+    @property
+    def optimizer_config(self):
+        """Overrides applied to the param groups when a checkpoint is loaded (as fairseq adam's)."""
+        betas = self.cfg.adam_betas
+        betas = eval(betas) if isinstance(betas, str) else OmegaConf.to_container(betas) \
+            if OmegaConf.is_config(betas) else betas
+        return {
+            "lr": self.cfg.lr[0] if isinstance(self.cfg.lr, Collection) else self.cfg.lr,
+            "betas": tuple(betas),
+            "fairseq_eps": self.cfg.adam_eps,
+            "fairseq_weight_decay": self.cfg.weight_decay,
+        }
+
+    @property
+    def supports_flat_params(self):
+        return True  # pointwise update: one flat fp32 buffer (fairseq --fp16) is as good as many tensors
+
+    @property
+    def supports_memory_efficient_fp16(self):
+        # torch's AdamW keeps its moments in the parameter dtype: fp16 moments are not what fairseq's
+        # --memory-efficient-fp16 promises (fp32 state for fp16 weights), so that wrapper is refused.
+        return False
+
+    def _prepare_step(self):
+        """fairseq's weight decay, and fairseq's eps placement expressed as the kernel's eps, for this step."""
+        for group in self.optimizer.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            group["weight_decay"] = 0.0  # a loaded torch AdamW checkpoint may carry its own
+            decay = group["fairseq_weight_decay"] * group["lr"]
+            if decay != 0.0:
+                with torch.no_grad():
+                    torch._foreach_add_(params, params, alpha=-decay)
+            group["fairseq_step"] += 1
+            beta2 = group["betas"][1]
+            group["eps"] = group["fairseq_eps"] / math.sqrt(1.0 - beta2 ** group["fairseq_step"])
+
+    def step(self, closure=None, scale=1.0, groups=None):
+        if scale != 1.0:
+            self.multiply_grads(1.0 / scale)
+        self._prepare_step()
+        self.optimizer.step(closure)
+
+    def zero_grad(self):
+        if self.impl == "npu":
+            # the NPU optimizer made every .grad a view of one combined buffer at its first step: zero the
+            # buffer in place; stock fairseq's `p.grad = None` would detach the grads from what it updates
+            self.optimizer.zero_grad()
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+
+    def load_state_dict(self, state_dict, optimizer_overrides=None):
+        super().load_state_dict(state_dict, optimizer_overrides)
+        # a checkpoint written by the other kind of kernel stores "step" as int (npu) or tensor (torch)
+        for state in self.optimizer.state.values():
+            if "step" in state:
+                if self.impl == "npu" and torch.is_tensor(state["step"]):
+                    state["step"] = int(state["step"].item())
+                elif self.impl != "npu" and not torch.is_tensor(state["step"]):
+                    state["step"] = torch.tensor(float(state["step"]), dtype=torch.float32)
+        for group in self.optimizer.param_groups:
+            group.setdefault("fairseq_eps", self.cfg.adam_eps)
+            group.setdefault("fairseq_weight_decay", self.cfg.weight_decay)
+            group.setdefault("fairseq_step", self._max_state_step(group))
+
+    def _max_state_step(self, group) -> int:
+        steps = [self.optimizer.state[p].get("step", 0) for p in group["params"] if p in self.optimizer.state]
+        return int(max((float(s) for s in steps), default=0))
