@@ -72,11 +72,12 @@ def safe_load(f, map_location=None, **kwargs):
         with torch.serialization.safe_globals(allowed_globals()):
             return torch.load(f, map_location=map_location, weights_only=True, **kwargs)
     except pickle.UnpicklingError as err:
-        detail = str(err).split("\n\nCheck the documentation")[0].strip()
+        lines = [line.strip() for line in str(err).splitlines() if "Unsupported global" in line]
+        detail = (lines[0] if lines else str(err).splitlines()[0]).split(". Please use")[0]
+        detail = detail.replace("WeightsUnpickler error: ", "")
         raise UnsafeCheckpointError(
             f"refusing to load checkpoint {name}: it pickles an object outside the fairseq checkpoint "
-            f"allowlist (fairseq_npu.checkpoint_loading.allowed_globals). Only load files you trust; "
-            f"torch says: {detail}"
+            f"allowlist (fairseq_npu.checkpoint_loading.allowed_globals): {detail}"
         ) from None
 
 

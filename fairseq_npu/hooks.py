@@ -21,6 +21,7 @@ from fairseq_npu import device
 logger = logging.getLogger(__name__)
 
 _ORIGINAL = "__fairseq_npu_original__"
+_MAKE = "__fairseq_npu_make__"
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ def wrap(owner, name: str, make_wrapper: Callable) -> None:
     if callable(original) and not isinstance(original, type):
         functools.update_wrapper(wrapper, original)
     setattr(wrapper, _ORIGINAL, original)
+    setattr(wrapper, _MAKE, make_wrapper)  # lets tests build the same wrapper around a stand-in original
     setattr(owner, name, wrapper)
 
 
@@ -50,6 +52,11 @@ def original_of(obj):
 
 def is_hooked(owner, name: str) -> bool:
     return hasattr(getattr(owner, name), _ORIGINAL)
+
+
+def rewrap(hooked, original):
+    """The wrapper of an installed hook, built around ``original`` instead of the stock function (tests)."""
+    return getattr(hooked, _MAKE)(original)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -184,7 +191,7 @@ def _install_distributed_backend():
             backend = device.get()
             wanted = "gloo" if getattr(cfg, "common", None) is not None and cfg.common.cpu else backend.dist_backend
             configured = cfg.distributed_training.distributed_backend
-            if configured != wanted and configured in device.DIST_BACKENDS.values():
+            if configured == "nccl" and wanted != "nccl":  # nccl cannot work off cuda; other choices are the user's
                 logger.info(f"fairseq_npu: distributed backend {configured} -> {wanted} for device {backend.type}")
                 cfg.distributed_training.distributed_backend = wanted
             return original(cfg)
@@ -197,19 +204,27 @@ def _install_distributed_backend():
 def _install_launch_init():
     from fairseq.distributed import utils as dist_utils
 
+    torchrun_keys = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK")
+
     def make(original):
-        def _infer_torch_distributed_launch_init(cfg):
-            if device.get().type == "cuda" and not getattr(cfg, "cpu", False):
-                return original(cfg)
+        def infer_init_method(cfg, force_distributed=False):
+            if (
+                device.get().type == "cuda"
+                or cfg.distributed_init_method is not None
+                or cfg.distributed_world_size == 1
+                or not all(k in os.environ for k in torchrun_keys)
+            ):
+                return original(cfg, force_distributed)
+            # torchrun on npu/cpu: stock divides by torch.cuda.device_count() and calls torch.cuda.set_device
             cfg.distributed_init_method = "env://"
             cfg.distributed_world_size = int(os.environ["WORLD_SIZE"])
             cfg.distributed_rank = int(os.environ["RANK"])
             cfg.device_id = int(os.environ.get("LOCAL_RANK", cfg.distributed_rank % device.get().device_count()))
             cfg.distributed_no_spawn = True
 
-        return _infer_torch_distributed_launch_init
+        return infer_init_method
 
-    wrap(dist_utils, "_infer_torch_distributed_launch_init", make)
+    wrap(dist_utils, "infer_init_method", make)
 
 
 def _install_call_main():
@@ -312,10 +327,10 @@ HOOKS: List[Hook] = [
          "stock seeds cpu and cuda only, so npu dropout would not be reproducible", _install_seed),
     Hook("fairseq.distributed.utils.distributed_main", "torch.npu.set_device(rank's device) on npu",
          "stock calls torch.cuda.set_device only", _install_distributed_main),
-    Hook("fairseq.distributed.utils.distributed_init", "swaps the default nccl backend for hccl (npu) or gloo (cpu)",
+    Hook("fairseq.distributed.utils.distributed_init", "swaps nccl (the default) for hccl on npu, gloo on cpu",
          "--distributed-backend defaults to nccl, which exists on cuda only", _install_distributed_backend),
-    Hook("fairseq.distributed.utils._infer_torch_distributed_launch_init", "device id from LOCAL_RANK",
-         "stock computes rank % torch.cuda.device_count(): ZeroDivisionError under torchrun on cpu or npu",
+    Hook("fairseq.distributed.utils.infer_init_method", "under torchrun on npu/cpu: env:// and device id = LOCAL_RANK",
+         "stock computes rank % torch.cuda.device_count() (ZeroDivisionError) and calls torch.cuda.set_device",
          _install_launch_init),
     Hook("fairseq.distributed.utils.call_main", "spawns one worker per npu device / cpu process",
          "stock sizes the spawn by torch.cuda.device_count(), which is 0 on npu and cpu", _install_call_main),

@@ -1,0 +1,268 @@
+"""Every hook of fairseq_npu.hooks: installed once, and doing its job on cpu and (through the stand-in) on npu."""
+
+import json
+import os
+import socket
+from types import SimpleNamespace
+
+import pytest
+import torch
+from omegaconf import open_dict
+
+import fairseq_npu  # noqa: F401  (installs the hooks)
+from fairseq import checkpoint_utils, options, utils
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+from fairseq.distributed import utils as dist_utils
+from fairseq.trainer import Trainer
+from fairseq_npu import device, hooks
+from fairseq_npu.checkpoint_loading import TorchWithSafeLoad
+
+
+def _resolve(target):
+    """'fairseq.trainer.Trainer.__init__' -> (owner object, attribute name)."""
+    import importlib
+
+    parts = target.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            owner = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:-1]:
+            owner = getattr(owner, name)
+        return owner, parts[-1]
+    raise LookupError(target)
+
+
+def make_cfg(*extra):
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(
+        parser, ["/nonexistent-data", "--task", "sentence_prediction", "--criterion", "sentence_prediction", "--arch",
+                 "roberta_base", "--num-classes", "2",
+                 "--user-dir", os.path.dirname(fairseq_npu.__file__), *extra]
+    )
+    return convert_namespace_to_omegaconf(args)
+
+
+@pytest.fixture(autouse=True)
+def fresh_device(monkeypatch):
+    monkeypatch.delenv(device.ENV_VAR, raising=False)
+    device.reset()
+    yield
+    device.reset()
+
+
+def test_every_listed_hook_is_installed():
+    for hook in hooks.HOOKS:
+        owner, name = _resolve(hook.target)
+        if hook.target.startswith("fairseq.checkpoint_utils.torch"):
+            assert isinstance(checkpoint_utils.torch, TorchWithSafeLoad)
+        else:
+            assert hooks.is_hooked(owner, name), hook.target
+
+
+def test_install_is_idempotent():
+    before = [getattr(*_resolve(h.target)) for h in hooks.HOOKS]
+    hooks.install()
+    hooks.install()
+    after = [getattr(*_resolve(h.target)) for h in hooks.HOOKS]
+    assert before == after
+    for hook in hooks.HOOKS:  # wrapped exactly once: one level down is stock code
+        wrapped = getattr(*_resolve(hook.target))
+        assert not hasattr(hooks.original_of(wrapped), "__fairseq_npu_original__")
+
+
+def test_describe_lists_every_hook():
+    text = hooks.describe()
+    assert len(text.splitlines()) == len(hooks.HOOKS)
+    assert "fairseq.trainer.Trainer.__init__" in text
+
+
+def test_device_type_flag_selects_and_exports(monkeypatch):
+    parser = options.get_training_parser()
+    args, _ = parser.parse_known_args(["--device-type", "cpu"])
+    assert args.device_type == "cpu"
+    assert os.environ[device.ENV_VAR] == "cpu"
+    assert device.get().type == "cpu"
+    with pytest.raises(SystemExit):
+        parser.parse_known_args(["--device-type", "tpu"])
+
+
+# ------------------------------------------------------------------------------------------------ Trainer
+
+
+class _Movable:
+    def __init__(self):
+        self.moved_to = []
+
+    def to(self, device=None, dtype=None):
+        self.moved_to.append(device)
+        return self
+
+
+def _fake_trainer_init(self, cfg, task, model, criterion):
+    self.cfg, self._model, self._criterion = cfg, model, criterion
+    self.device = torch.device("cpu")
+    self.use_distributed_wrapper = False
+    self.saw_cpu_flag = cfg.common.cpu
+
+
+def test_trainer_moves_model_to_npu(npu_stand_in):
+    init = hooks.rewrap(Trainer.__init__, _fake_trainer_init)
+    trainer, model, criterion = SimpleNamespace(), _Movable(), _Movable()
+    cfg = make_cfg("--device-id", "5")
+    init(trainer, cfg, None, model, criterion)
+    assert trainer.device == torch.device("npu", 5)
+    assert model.moved_to == [torch.device("npu", 5)] and criterion.moved_to == [torch.device("npu", 5)]
+    assert ("set_device", (5,)) in npu_stand_in.CALLS
+
+
+def test_trainer_leaves_moving_to_the_ddp_wrapper(npu_stand_in):
+    def init_with_wrapper(self, *args):
+        _fake_trainer_init(self, *args)
+        self.use_distributed_wrapper = True
+
+    init = hooks.rewrap(Trainer.__init__, init_with_wrapper)
+    trainer, model = SimpleNamespace(), _Movable()
+    init(trainer, make_cfg(), None, model, _Movable())
+    assert trainer.device.type == "npu" and model.moved_to == []
+
+
+def test_trainer_cpu_flag_beats_npu(npu_stand_in):
+    init = hooks.rewrap(Trainer.__init__, _fake_trainer_init)
+    trainer, model = SimpleNamespace(), _Movable()
+    init(trainer, make_cfg("--cpu"), None, model, _Movable())
+    assert trainer.device == torch.device("cpu") and model.moved_to == []
+    assert device.get().type == "cpu"
+
+
+def test_trainer_honours_cpu_choice_on_a_cuda_machine(monkeypatch):
+    monkeypatch.setenv(device.ENV_VAR, "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    init = hooks.rewrap(Trainer.__init__, _fake_trainer_init)
+    trainer = SimpleNamespace()
+    init(trainer, make_cfg(), None, _Movable(), _Movable())
+    assert trainer.saw_cpu_flag is True  # stock Trainer then picks cpu instead of cuda
+
+
+def test_prepare_sample_moves_batches_to_npu(npu_stand_in, monkeypatch):
+    moved = []
+    monkeypatch.setattr(utils, "move_to_cuda", lambda sample, device=None: moved.append(device) or sample)
+    prepare = hooks.rewrap(Trainer._prepare_sample, lambda self, sample, is_dummy=False: (sample, is_dummy))
+    npu_trainer = SimpleNamespace(device=torch.device("npu", 0))
+    assert prepare(npu_trainer, {"id": torch.tensor([1])}) == ({"id": torch.tensor([1])}, False)
+    assert moved == [torch.device("npu", 0)]
+    prepare(SimpleNamespace(device=torch.device("cpu")), {"id": torch.tensor([1])})
+    assert moved == [torch.device("npu", 0)]  # cpu (and cuda, done by stock) untouched
+
+
+def test_npu_cache_emptied_after_first_update_only(npu_stand_in):
+    updates = {"n": 0}
+
+    def stock_train_step(self, samples, raise_oom=False):
+        updates["n"] += 1
+        return {"loss": 1.0}
+
+    step = hooks.rewrap(Trainer.train_step, stock_train_step)
+    trainer = SimpleNamespace(device=torch.device("npu", 0), get_num_updates=lambda: updates["n"])
+    assert step(trainer, []) == {"loss": 1.0}
+    step(trainer, [])
+    assert [c for c in npu_stand_in.CALLS if c[0] == "empty_cache"] == [("empty_cache", ())]
+
+
+def test_seed_reaches_npu_generator(npu_stand_in):
+    with utils.set_torch_seed(11):
+        pass
+    assert ("manual_seed", (11,)) in npu_stand_in.CALLS
+
+
+# ------------------------------------------------------------------------------------------------ distributed
+
+
+def test_distributed_main_sets_npu_device(npu_stand_in, monkeypatch):
+    monkeypatch.setattr(dist_utils, "distributed_init", lambda cfg: 0)
+    seen = []
+    cfg = make_cfg()
+    dist_utils.distributed_main(3, lambda c, **kw: seen.append(c.distributed_training.device_id), cfg, {})
+    assert seen == [3]
+    assert ("set_device", (3,)) in npu_stand_in.CALLS
+
+
+class _StopInit(Exception):
+    pass
+
+
+@pytest.mark.parametrize("use_npu,flags,expected", [
+    (False, [], "gloo"), (True, [], "hccl"), (True, ["--cpu"], "gloo"),
+    (False, ["--distributed-backend", "mpi"], "mpi"),
+])
+def test_distributed_backend_follows_device(request, monkeypatch, use_npu, flags, expected):
+    if use_npu:
+        request.getfixturevalue("npu_stand_in")
+    chosen = []
+
+    def record(backend, **kwargs):
+        chosen.append(backend)
+        raise _StopInit
+
+    monkeypatch.setattr(torch.distributed, "init_process_group", record)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    with pytest.raises(_StopInit):
+        dist_utils.distributed_init(make_cfg(*flags))
+    assert chosen == [expected]
+
+
+def test_torchrun_env_gives_device_from_local_rank(monkeypatch):
+    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500", "WORLD_SIZE": "4", "RANK": "3",
+                       "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(key, value)
+    dt = make_cfg("--distributed-world-size", "4").distributed_training
+    if not torch.cuda.is_available():  # what the hook is for: stock divides by torch.cuda.device_count()
+        with pytest.raises(ZeroDivisionError):
+            hooks.original_of(dist_utils._infer_torch_distributed_launch_init)(make_cfg().distributed_training)
+    dist_utils.infer_init_method(dt)
+    assert (dt.distributed_init_method, dt.distributed_world_size, dt.distributed_rank, dt.device_id,
+            dt.distributed_no_spawn) == ("env://", 4, 3, 1, True)
+
+
+def test_npu_spawn_refuses_more_workers_than_devices(npu_stand_in):
+    npu_stand_in.STATE["count"] = 2
+    cfg = make_cfg("--distributed-world-size", "4")
+    with pytest.raises(RuntimeError, match=r"--distributed-world-size 4 but only 2 NPU device\(s\) are visible"):
+        dist_utils.call_main(cfg, lambda c: None)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _two_process_worker(cfg, out_dir):
+    """Runs in each spawned worker: all_gather_list and a DDP-wrapped step, results to a json file per rank."""
+    from fairseq.models.distributed_fairseq_model import DistributedFairseqModel
+
+    rank = torch.distributed.get_rank()
+    gathered = dist_utils.all_gather_list({"rank": rank, "word": "ab" * (rank + 1)})
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    wrapped = DistributedFairseqModel(cfg.distributed_training, model, dist_utils.get_data_parallel_group(),
+                                      torch.device("cpu"))
+    wrapped(torch.full((2, 3), float(rank + 1))).sum().backward()
+    result = {"gathered": gathered, "backend": torch.distributed.get_backend(),
+              "world": torch.distributed.get_world_size(), "grad": model.weight.grad.tolist()}
+    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+        json.dump(result, f)
+
+
+def test_two_cpu_processes_spawned_by_stock_call_main(tmp_path):
+    cfg = make_cfg("--cpu", "--distributed-world-size", "2", "--distributed-port", str(_free_port()))
+    with open_dict(cfg):
+        cfg.distributed_training.ddp_backend = "pytorch_ddp"
+    dist_utils.call_main(cfg, _two_process_worker, out_dir=str(tmp_path))
+    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for r in results:
+        assert r["backend"] == "gloo" and r["world"] == 2
+        assert r["gathered"] == [{"rank": 0, "word": "ab"}, {"rank": 1, "word": "abab"}]
+        # each rank saw inputs of 1s or 2s: DDP averages the per-rank gradients (2*1 and 2*2) -> 3
+        assert r["grad"] == [[3.0, 3.0, 3.0]]
