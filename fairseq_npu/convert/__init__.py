@@ -1,0 +1,8 @@
+"""Checkpoint converters: Hugging Face ALBERT / RoBERTa (and lonePatient ``bert.``-named ALBERT) -> fairseq.
+
+``fairseq-npu-convert`` (cli.py) is the command line; ``albert.py`` and ``roberta.py`` hold the name and layout
+maps, ``source.py`` reads the source directory and ``checkpoint.py`` writes what fairseq's ``--restore-file``
+and ``from_pretrained`` load.
+"""
+
+from .errors import ConversionError  # noqa: F401

@@ -1,0 +1,56 @@
+"""One ALBERT (post-LayerNorm BERT) layer: self-attention and feed-forward, each followed by add & LayerNorm."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fairseq import utils
+
+
+def activation(name: str):
+    if name == "gelu_accurate":  # the tanh gelu ALBERT uses ("gelu_new"); torch has a fused kernel for it
+        return lambda x: F.gelu(x, approximate="tanh")
+    return utils.get_activation_fn(name)
+
+
+class AlbertSelfAttention(nn.Module):
+    def __init__(self, embed_dim, num_heads, attention_dropout):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"--encoder-embed-dim {embed_dim} is not a multiple of --encoder-attention-heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.attention_dropout = attention_dropout
+        self.q_proj = nn.Linear(embed_dim, embed_dim)
+        self.k_proj = nn.Linear(embed_dim, embed_dim)
+        self.v_proj = nn.Linear(embed_dim, embed_dim)
+        self.out_proj = nn.Linear(embed_dim, embed_dim)
+
+    def forward(self, x: torch.Tensor, keep_mask: torch.Tensor) -> torch.Tensor:
+        """``x``: B x T x H; ``keep_mask``: bool B x 1 x 1 x T, False on padding keys."""
+        bsz, seq_len, embed_dim = x.shape
+
+        def heads(t):
+            return t.view(bsz, seq_len, self.num_heads, self.head_dim).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(
+            heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x)), attn_mask=keep_mask,
+            dropout_p=self.attention_dropout if self.training else 0.0,
+        )
+        return self.out_proj(out.transpose(1, 2).reshape(bsz, seq_len, embed_dim))
+
+
+class AlbertLayer(nn.Module):
+    def __init__(self, embed_dim, ffn_embed_dim, num_heads, activation_fn, dropout, attention_dropout, layer_norm_eps):
+        super().__init__()
+        self.self_attn = AlbertSelfAttention(embed_dim, num_heads, attention_dropout)
+        self.self_attn_layer_norm = nn.LayerNorm(embed_dim, eps=layer_norm_eps)
+        self.fc1 = nn.Linear(embed_dim, ffn_embed_dim)
+        self.fc2 = nn.Linear(ffn_embed_dim, embed_dim)
+        self.final_layer_norm = nn.LayerNorm(embed_dim, eps=layer_norm_eps)
+        self.activation_fn = activation(activation_fn)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, keep_mask: torch.Tensor) -> torch.Tensor:
+        x = self.self_attn_layer_norm(x + self.dropout(self.self_attn(x, keep_mask)))
+        return self.final_layer_norm(x + self.dropout(self.fc2(self.activation_fn(self.fc1(x)))))
