@@ -312,6 +312,22 @@ def _install_safe_checkpoint_load():
         checkpoint_utils.torch = TorchWithSafeLoad(checkpoint_utils.torch)
 
 
+# --------------------------------------------------------------------------------------------------------------
+# mixed precision and the optimizer (logic in fairseq_npu/amp/fairseq_hooks.py)
+
+
+def _amp(name: str) -> Callable[[], None]:
+    """The install function ``name`` of fairseq_npu.amp.fairseq_hooks, imported when the hook is installed."""
+
+    def install():
+        from fairseq_npu.amp import fairseq_hooks
+
+        getattr(fairseq_hooks, name)()
+
+    install.__name__ = name
+    return install
+
+
 HOOKS: List[Hook] = [
     Hook("fairseq.options.add_distributed_training_args", "adds --device-type {auto,npu,cuda,cpu}",
          "the device must be choosable on the command line, and spawned workers must inherit it",
@@ -342,6 +358,28 @@ HOOKS: List[Hook] = [
     Hook("fairseq.checkpoint_utils.torch.load", "weights_only=True with an allowlist of fairseq checkpoint types",
          "torch >= 2.6 refuses argparse.Namespace etc. in checkpoint_last.pt and roberta model.pt; switching "
          "weights_only off would execute arbitrary pickles", _install_safe_checkpoint_load),
+    Hook("fairseq.options.add_optimization_args", "adds --amp-dtype and ModelZoo's --use-apex, --opt-level, "
+         "--loss-scale, --use-npu-adam", "ModelZoo launch lines pass them; stock cannot choose the --amp dtype",
+         _amp("install_flags")),
+    Hook("fairseq.options.parse_args_and_arch", "rewrites the ModelZoo flags into fairseq's; --bf16 stops implying "
+         "--tpu", "stock makes every --bf16 run a TPU run, and the Trainer then needs torch_xla",
+         _amp("install_parse")),
+    Hook("fairseq.optim.AMPOptimizer", "--amp builds DeviceAMPOptimizer: the device's GradScaler, fairseq's "
+         "loss-scale flags, scaler state saved in checkpoints", "stock builds torch.cuda.amp.GradScaler (disabled "
+         "off cuda), takes its growth interval from --amp-init-scale and never saves the scaler",
+         _amp("install_amp_optimizer")),
+    Hook("fairseq.tasks.fairseq_task.FairseqTask.train_step", "autocasts the forward on the selected device, in "
+         "--amp-dtype", "stock wraps it in torch.cuda.amp.autocast, which does nothing on npu and cpu",
+         _amp("install_task_autocast")),
+    Hook("fairseq.optim.fp16_optimizer._FP16OptimizerMixin.build_fp32_params", "builds the flat fp32 master copy "
+         "on the parameters' device", "stock calls torch.cuda.current_device(), so --fp16 fails on npu and cpu",
+         _amp("install_fp32_master_params")),
+    Hook("fairseq.trainer.torch.tensor", "the overflow handler's torch.tensor(0.0).cuda() lands on the backend",
+         "stock crashes on npu and cpu the first time an --fp16 step overflows", _amp("install_trainer_overflow")),
+    Hook("fairseq.trainer.Trainer.clip_grad_norm", "the fsdp norm aggregation moves the norm to the trainer's device",
+         "stock calls .cuda() on it", _amp("install_trainer_clip_grad_norm")),
+    Hook("fairseq.optim.dynamic_loss_scaler.DynamicLossScaler.check_overflow", "counts skipped steps, logged as "
+         "'overflows'", "stock logs one line per overflow but no count", _amp("install_overflow_count")),
 ]
 
 

@@ -19,14 +19,13 @@ def _is_amp_optimizer(optimizer) -> bool:
 
 
 def autocast_dtype_for(optimizer) -> torch.dtype:
-    """The half dtype to autocast to: the optimizer's own choice, else fp16 where supported, else bf16."""
+    """The half dtype to autocast to: the optimizer's own choice, else ``--amp-dtype`` (see amp.flags)."""
     chosen = getattr(optimizer, "fairseq_npu_autocast_dtype", None)
     if chosen is not None:
         return chosen
-    halves = device.get().half_dtypes
-    if device.get().type == "cpu":
-        return torch.bfloat16  # cpu autocast is fast and stable in bf16
-    return torch.float16 if torch.float16 in halves else halves[0]
+    from fairseq_npu.amp.flags import amp_dtype
+
+    return amp_dtype()
 
 
 def autocast_for(optimizer):

@@ -1,0 +1,103 @@
+"""O1 mixed precision (fairseq ``--amp``) on npu, cuda and cpu.
+
+Replaces ``fairseq.optim.AMPOptimizer`` (installed by a hook, so ``Trainer`` builds this class for ``--amp``):
+
+* the scaler is the device's (``grad_scaler.make_grad_scaler``), not ``torch.cuda.amp.GradScaler``;
+* init scale ``--fp16-init-scale`` (as stock), growth interval ``--amp-scale-window`` / ``--fp16-scale-window``
+  (stock wrongly used ``--amp-init-scale``), floor ``--threshold-loss-scale`` (stock ignored it), stop at
+  ``--min-loss-scale`` (as stock);
+* autocast dtype from ``--amp-dtype`` (fp16 with loss scaling, or bf16 without);
+* an overflowing step is skipped, the scale lowered and the running count of skipped steps logged as
+  ``overflows``; with bf16 (no scaler) a non-finite gradient also skips the step instead of writing NaNs;
+* the scaler's state is saved in the checkpoint with the optimizer state and restored on resume (stock drops
+  it, so a resumed run restarted from the initial scale).
+"""
+
+import logging
+
+import torch
+from fairseq.logging import metrics
+from fairseq.optim.amp_optimizer import AMPOptimizer
+from fairseq.optim.fairseq_optimizer import FairseqOptimizer
+
+from fairseq_npu.amp import flags
+from fairseq_npu.amp.grad_scaler import make_grad_scaler, scale_window
+
+logger = logging.getLogger(__name__)
+
+SCALER_KEY = "fairseq_npu_amp_scaler"
+
+
+class DeviceAMPOptimizer(AMPOptimizer):
+    def __init__(self, cfg, params, fp32_optimizer, **kwargs):
+        FairseqOptimizer.__init__(self, cfg.optimizer)  # not AMPOptimizer.__init__: it builds a cuda scaler
+        self.fp32_optimizer = fp32_optimizer
+        self.fairseq_npu_autocast_dtype = flags.amp_dtype()  # read by fairseq_npu.amp.autocast_for
+        self.loss_scaling = self.fairseq_npu_autocast_dtype == torch.float16
+        self._grad_scaler = make_grad_scaler(
+            init_scale=cfg.common.fp16_init_scale, growth_interval=scale_window(cfg), enabled=self.loss_scaling
+        )
+        self.min_loss_scale = cfg.common.min_loss_scale
+        self.threshold_loss_scale = cfg.common.threshold_loss_scale
+        self.overflows = 0
+        self._grads_finite = True
+        logger.info(
+            f"AMP (O1): autocast {str(self.fairseq_npu_autocast_dtype).replace('torch.', '')}, "
+            + (f"dynamic loss scale from {self.scaler.get_scale()}, window {scale_window(cfg)}"
+               if self.loss_scaling else "no loss scaling")
+        )
+
+    def clip_grad_norm(self, max_norm, aggregate_norm_fn=None):
+        """Unscales, clips; on a non-finite norm lowers the scale (or stops at --min-loss-scale)."""
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = self.fp32_optimizer.clip_grad_norm(max_norm, aggregate_norm_fn)
+        self._grads_finite = bool(torch.isfinite(grad_norm).all())
+        if not self._grads_finite:
+            self.overflows += 1
+            if self.loss_scaling:
+                new_scale = self.next_loss_scale
+                if new_scale <= self.min_loss_scale:
+                    raise FloatingPointError(
+                        f"AMP: minimum loss scale reached ({self.min_loss_scale}). Your loss is probably exploding. "
+                        f"Try restarting training or use fp32. {new_scale}"
+                    )
+                logger.info(f"AMP: overflow detected, skipping the step and setting the loss scale to {new_scale}")
+            else:
+                logger.info("AMP: non-finite gradients (bf16, no loss scaling), skipping the step")
+        return grad_norm
+
+    def step(self):
+        if self.loss_scaling:
+            self.scaler.step(self.fp32_optimizer)  # skips the update when unscale_ found inf/nan
+            self.scaler.update()
+            floor = self.threshold_loss_scale
+            if floor is not None and self.scaler.get_scale() < floor:
+                self.scaler.update(new_scale=float(floor))
+        elif self._grads_finite:
+            self.fp32_optimizer.step()
+        self._grads_finite = True
+        metrics.log_scalar("overflows", self.overflows, priority=710, round=0, weight=0)
+
+    @property
+    def next_loss_scale(self):
+        scale = self.scaler.get_scale() * self.scaler.get_backoff_factor()
+        floor = self.threshold_loss_scale
+        return max(scale, floor) if floor is not None else scale
+
+    def state_dict(self):
+        state = self.fp32_optimizer.state_dict()
+        state[SCALER_KEY] = {**self.scaler.state_dict(), "overflows": self.overflows}
+        return state
+
+    def load_state_dict(self, state_dict, optimizer_overrides=None):
+        state_dict = dict(state_dict)
+        scaler_state = state_dict.pop(SCALER_KEY, None)
+        if scaler_state is not None:
+            scaler_state = dict(scaler_state)
+            self.overflows = int(scaler_state.pop("overflows", 0))
+            if self.loss_scaling and scaler_state:
+                self.scaler.load_state_dict(scaler_state)
+        elif "loss_scale" in state_dict and self.loss_scaling:  # a --fp16 (O2) checkpoint: keep its scale
+            self.scaler.update(new_scale=float(state_dict.pop("loss_scale")))
+        state_dict.pop("loss_scale", None)
+        self.fp32_optimizer.load_state_dict(state_dict, optimizer_overrides)

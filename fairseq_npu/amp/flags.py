@@ -1,0 +1,160 @@
+"""Mixed-precision command-line flags: ``--amp-dtype`` and the Ascend ModelZoo / apex flags.
+
+fairseq's dataclass configs drop flags they do not know, so these act while the command line is parsed
+(exported through the environment, like ``--device-type``, so spawned workers agree):
+
+* ``--amp-dtype auto|float16|bfloat16`` picks the autocast dtype of ``--amp`` (O1). auto: float16 on cuda and
+  npu (bfloat16 where the device has no float16), bfloat16 on cpu.
+* ModelZoo's ``--use-apex --opt-level O1|O2 --loss-scale N|dynamic`` and ``--use-npu-adam`` are rewritten into
+  this plugin's flags before fairseq parses (see ``translate``). When Ascend/NVIDIA apex is importable,
+  ``--use-apex`` runs apex.amp instead (``fairseq_npu.amp.apex_amp``).
+* ``--bf16`` no longer implies ``--tpu`` (stock sets it unconditionally, and the Trainer then looks for an XLA
+  device); an explicit ``--tpu`` keeps the stock meaning.
+"""
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from typing import List, Optional
+
+import torch
+
+from fairseq_npu import device
+
+logger = logging.getLogger(__name__)
+
+AMP_DTYPE_ENV = "FAIRSEQ_NPU_AMP_DTYPE"
+APEX_ENV = "FAIRSEQ_NPU_APEX"  # "O1:<loss scale>" / "O2:<loss scale>" when apex.amp runs the mixed precision
+AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+OPT_LEVELS = ("O0", "O1", "O2")
+PRECISION_FLAGS = ("--fp16", "--bf16", "--amp", "--memory-efficient-fp16", "--memory-efficient-bf16")
+NEVER = 2 ** 30  # a scale window no run reaches: apex's static loss scale never grows
+
+
+def amp_dtype() -> torch.dtype:
+    """The autocast dtype of O1 training on this process's device."""
+    requested = os.environ.get(AMP_DTYPE_ENV, "auto") or "auto"
+    backend = device.get()
+    if requested != "auto":
+        dtype = AMP_DTYPES[requested]
+        if not backend.supports_dtype(dtype):
+            raise RuntimeError(f"--amp-dtype {requested}: device {backend.type} does not support it "
+                               f"(supported: {[str(d).replace('torch.', '') for d in backend.half_dtypes]})")
+        return dtype
+    if backend.type == "cpu":
+        return torch.bfloat16  # cpu autocast kernels are fast in bf16, and bf16 needs no loss scaling
+    return torch.float16 if torch.float16 in backend.half_dtypes else backend.half_dtypes[0]
+
+
+class _AmpDtypeAction(argparse.Action):
+    def __call__(self, parser, namespace, value, option_string=None):
+        setattr(namespace, self.dest, value)
+        os.environ[AMP_DTYPE_ENV] = value
+
+
+def _loss_scale(value: str) -> str:
+    if value == "dynamic":
+        return value
+    try:
+        scale = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--loss-scale must be a number or 'dynamic', got {value!r}") from None
+    if scale <= 0 or scale != int(scale):
+        raise argparse.ArgumentTypeError(f"--loss-scale must be a positive whole number or 'dynamic', got {value!r}")
+    return value
+
+
+def add_args(parser) -> None:
+    """The flags above, in their own group of fairseq-train's parser (once)."""
+    if any("--amp-dtype" in a.option_strings for a in parser._actions):
+        return
+    group = parser.add_argument_group("fairseq_npu mixed precision (also accepts the Ascend ModelZoo flags)")
+    group.add_argument("--amp-dtype", choices=("auto", *AMP_DTYPES), default=None, action=_AmpDtypeAction,
+                       help="fairseq_npu: autocast dtype for --amp (default auto: float16 on cuda/npu, "
+                            "bfloat16 on cpu); bfloat16 runs without loss scaling")
+    group.add_argument("--use-apex", action="store_true",
+                       help="fairseq_npu: ModelZoo flag; apex.amp if installed, else the same precision through "
+                            "torch.amp (O1 -> --amp, O2 -> --fp16)")
+    group.add_argument("--opt-level", choices=OPT_LEVELS, default="O1",
+                       help="fairseq_npu: apex opt level with --use-apex (O0 fp32, O1 autocast, O2 half weights "
+                            "with fp32 master weights)")
+    group.add_argument("--loss-scale", type=_loss_scale, default=None,
+                       help="fairseq_npu: ModelZoo flag; a number N starts the loss scale at N and never raises it "
+                            "(--fp16-init-scale N --fp16-scale-window 2**30; unlike apex, overflows still skip the "
+                            "step and halve it), 'dynamic' keeps fairseq's dynamic scaling")
+    group.add_argument("--use-npu-adam", action="store_true",
+                       help="fairseq_npu: ModelZoo flag; --optimizer adam runs as --optimizer fused_adamw "
+                            "(NpuFusedAdamW on npu)")
+
+
+def _value(argv: List[str], flag: str) -> Optional[str]:
+    """The value of ``flag`` in argv (last one wins, as argparse), ``--flag value`` or ``--flag=value``."""
+    found = None
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            found = argv[i + 1]
+        elif arg.startswith(flag + "="):
+            found = arg.split("=", 1)[1]
+    return found
+
+
+def _has(argv: List[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in argv)
+
+
+def apex_available() -> bool:
+    try:
+        importlib.import_module("apex.amp")
+        return True
+    except Exception:  # not installed, or an unrelated PyPI package called apex
+        return False
+
+
+def translate(argv: List[str]) -> List[str]:
+    """Rewrite the ModelZoo flags into this plugin's; returns the new argv, logs one line per rewrite."""
+    argv = list(argv)
+    notes = []
+    if _has(argv, "--use-npu-adam"):
+        optimizer = _value(argv, "--optimizer")
+        if optimizer == "adam":
+            argv = [("--optimizer=fused_adamw" if a == "--optimizer=adam" else a) for a in argv]
+            for i, arg in enumerate(argv[:-1]):
+                if arg == "--optimizer" and argv[i + 1] == "adam":
+                    argv[i + 1] = "fused_adamw"
+            notes.append("--use-npu-adam: --optimizer adam runs as --optimizer fused_adamw")
+        elif optimizer != "fused_adamw":
+            raise ValueError(f"--use-npu-adam applies to --optimizer adam, got --optimizer {optimizer}")
+
+    loss_scale = _value(argv, "--loss-scale")
+    if loss_scale not in (None, "dynamic"):
+        scale = str(int(float(loss_scale)))
+        argv += ["--fp16-init-scale", scale]
+        if not _has(argv, "--fp16-scale-window") and not _has(argv, "--amp-scale-window"):
+            argv += ["--fp16-scale-window", str(NEVER)]
+        notes.append(f"--loss-scale {loss_scale}: loss scale starts at {scale} and is never raised")
+
+    if _has(argv, "--use-apex"):
+        level = _value(argv, "--opt-level") or "O1"
+        os.environ.pop(APEX_ENV, None)
+        if level != "O0" and apex_available():
+            os.environ[APEX_ENV] = f"{level}:{loss_scale or 'dynamic'}"
+            notes.append(f"--use-apex --opt-level {level}: mixed precision by apex.amp")
+        elif level != "O0":
+            mode = "--amp" if level == "O1" else "--fp16"
+            if not any(_has(argv, f) for f in PRECISION_FLAGS):
+                argv.append(mode)
+                if level == "O1" and not _has(argv, "--amp-dtype"):
+                    argv += ["--amp-dtype", "float16"]  # apex O1 is fp16 autocast
+            notes.append(f"apex is not installed: --use-apex --opt-level {level} runs as {mode} with torch.amp")
+    for note in notes:
+        print(f"fairseq_npu: {note}", file=sys.stderr)
+    return argv
+
+
+def unset_bf16_tpu(args, argv: List[str]):
+    """Stock parse_args_and_arch sets tpu=True for every --bf16 run; keep tpu only when asked for."""
+    if getattr(args, "bf16", False) and getattr(args, "tpu", False) and not _has(argv, "--tpu"):
+        args.tpu = False
+    return args
