@@ -1,0 +1,100 @@
+"""Command line of the launch helpers, called by test/common.sh.
+
+``plan``: write OUTPUT_DIR/plan.json and OUTPUT_DIR/fairseq_args (the fairseq command line, NUL-separated).
+``summarize``: read the plan and the run's log, write OUTPUT_DIR/summary.json, print the final lines.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from . import recipes, summary, training_log
+
+PLAN, ARGS = "plan.json", "fairseq_args"
+
+
+def _plan(opts, extra):
+    req = recipes.LaunchRequest(
+        mode=opts.mode, data=os.path.abspath(opts.data), model=opts.model, task=opts.task, device=opts.device,
+        world_size=opts.world_size, output_dir=os.path.abspath(opts.output_dir), batch_size=opts.batch_size,
+        lr=opts.lr, max_epoch=opts.max_epoch, max_update=opts.max_update, max_tokens=opts.max_tokens,
+        num_classes=opts.num_classes, restore_file=opts.restore_file and os.path.abspath(opts.restore_file),
+        use_apex=opts.use_apex, opt_level=opts.opt_level, precision=opts.precision, extra=tuple(extra),
+    )
+    args, plan = recipes.build(req)
+    plan.update(nnodes=opts.nnodes, nproc_per_node=opts.world_size // opts.nnodes)
+    os.makedirs(req.output_dir, exist_ok=True)
+    with open(os.path.join(req.output_dir, PLAN), "w", encoding="utf-8") as f:
+        json.dump(plan, f, indent=2, sort_keys=True)
+    with open(os.path.join(req.output_dir, ARGS), "w", encoding="utf-8") as f:
+        f.write("\0".join(args) + "\0")
+    if opts.mode != "eval":
+        print(
+            f"{plan['model']} {plan['task']} {opts.mode}: {plan['world_size']} x {plan['device_type']}, global batch "
+            f"{plan['global_batch_size']}, lr {plan['lr']}, {plan['total_num_update']} scheduled updates "
+            f"({plan['warmup_updates']} warm-up, {plan['schedule_epochs']} epochs"
+            f"{', published schedule' if plan['published_schedule'] else ', scaled from the published schedule'})"
+        )
+
+
+def _summarize(opts):
+    with open(os.path.join(opts.output_dir, PLAN), encoding="utf-8") as f:
+        plan = json.load(f)
+    with open(os.path.join(opts.output_dir, ARGS), encoding="utf-8") as f:
+        command = [a for a in f.read().split("\0") if a]
+    log = training_log.parse_file(opts.log)
+    result = summary.build(plan, log, e2e_seconds=opts.e2e_seconds, exit_code=opts.exit_code,
+                           log_path=os.path.abspath(opts.log), command=command, warmup_updates=opts.fps_warmup)
+    path = summary.write(opts.output_dir, result)
+    print(f"summary: {path}")
+    print("\n".join(summary.final_lines(result)))
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = []
+    if "--" in argv:
+        at = argv.index("--")
+        argv, extra = argv[:at], argv[at + 1:]
+    parser = argparse.ArgumentParser(prog="fairseq_npu.launch", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    plan = sub.add_parser("plan", help="fairseq command line and plan.json for a launch request")
+    plan.add_argument("--mode", choices=recipes.MODES, required=True)
+    plan.add_argument("--data", required=True)
+    plan.add_argument("--model", default="roberta")
+    plan.add_argument("--task", default="SST-2")
+    plan.add_argument("--device", default="cpu")
+    plan.add_argument("--world-size", type=int, default=1)
+    plan.add_argument("--nnodes", type=int, default=1)
+    plan.add_argument("--output-dir", required=True)
+    plan.add_argument("--batch-size", type=int)
+    plan.add_argument("--lr", type=float)
+    plan.add_argument("--max-epoch", type=int)
+    plan.add_argument("--max-update", type=int)
+    plan.add_argument("--max-tokens", type=int)
+    plan.add_argument("--num-classes", type=int)
+    plan.add_argument("--restore-file")
+    plan.add_argument("--use-apex", action="store_true")
+    plan.add_argument("--opt-level", default="O2", choices=("O1", "O2"))
+    plan.add_argument("--precision", default="auto", choices=recipes.PRECISIONS)
+    summ = sub.add_parser("summarize", help="summary.json and the final lines from a run's log")
+    summ.add_argument("--output-dir", required=True)
+    summ.add_argument("--log", required=True)
+    summ.add_argument("--e2e-seconds", type=float, required=True)
+    summ.add_argument("--exit-code", type=int, default=0)
+    summ.add_argument("--fps-warmup", type=int, default=None, help="updates excluded from FPS (default: see docs)")
+    opts = parser.parse_args(argv)
+    try:
+        if opts.command == "plan":
+            _plan(opts, extra)
+        else:
+            _summarize(opts)
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,351 @@
+"""Published GLUE fine-tuning recipes, and the fairseq-train command line the launch scripts run.
+
+RoBERTa: fairseq's GLUE table (examples/roberta/README.glue.md == examples/roberta/config/finetuning/*.yaml).
+ALBERT: google-research/albert run_glue.sh (== ALBERT paper, appendix A.4).
+
+A recipe gives an update count at one batch size. Runs with another global batch size (8 devices, --update-freq,
+another --batch-size), another number of epochs or another amount of training data keep what the recipe means:
+the same number of epochs and the same warm-up *fraction*, so the learning rate warms up for the first 6% of
+training whatever the device count (the ModelZoo's 8p script kept the 1p update counts at 8x the batch size and
+never finished warming up). At the published configuration the published numbers come out unchanged.
+
+The fairseq names (task, optimizer, best-checkpoint metric) are chosen here and nowhere else.
+"""
+
+import math
+import os
+import re
+import struct
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+# ---------------------------------------------------------------------------------------------------------------
+# the names this plugin registers, with the stock ones they replace while they are not registered yet
+
+TRAIN_TASK = "sentence_prediction"
+CRITERION = "sentence_prediction"
+OPTIMIZER = "adam"
+ARCH = {"roberta": "roberta_base", "albert": "albert_base"}
+MODELS = tuple(ARCH)
+MODES = ("full", "performance", "eval")
+DEVICES = ("npu", "cuda", "cpu")
+DIST_BACKEND = {"npu": "hccl", "cuda": "nccl", "cpu": "gloo"}
+
+# ---------------------------------------------------------------------------------------------------------------
+# GLUE facts
+
+
+@dataclass(frozen=True)
+class GlueTask:
+    name: str
+    num_classes: int
+    train_size: int  # sentences (pairs) in the GLUE train split: what the published update counts were made for
+    metric: str  # the official dev metric, as fairseq's sentence_prediction criterion logs it
+    valid_subsets: str = "valid"
+
+    @property
+    def regression(self) -> bool:
+        return self.num_classes == 1
+
+
+GLUE: Dict[str, GlueTask] = {
+    t.name: t
+    for t in (
+        GlueTask("MNLI", 3, 392702, "accuracy", "valid,valid1"),  # valid = matched, valid1 = mismatched
+        GlueTask("QNLI", 2, 104743, "accuracy"),
+        GlueTask("QQP", 2, 363846, "accuracy"),
+        GlueTask("RTE", 2, 2490, "accuracy"),
+        GlueTask("SST-2", 2, 67349, "accuracy"),
+        GlueTask("MRPC", 2, 3668, "accuracy"),
+        GlueTask("CoLA", 2, 8551, "mcc"),
+        GlueTask("STS-B", 1, 5749, "pearson"),
+    )
+}
+
+# flags that make fairseq's stock criterion log the metric the task is judged by
+METRIC_FLAGS = {"mcc": ["--report-mcc"], "pearson": ["--report-pearson-and-spearman"], "accuracy": []}
+
+
+def glue_task(name: str) -> GlueTask:
+    """``SST-2``, ``sst2``, ``sst_2``... -> the GLUE task; unknown names raise ValueError listing the known ones."""
+    key = re.sub(r"[-_ ]", "", name).upper()
+    for task in GLUE.values():
+        if re.sub(r"[-_ ]", "", task.name).upper() == key:
+            return task
+    raise ValueError(f"--task={name}: unknown GLUE task; known: {', '.join(GLUE)}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# recipes
+
+
+@dataclass(frozen=True)
+class Recipe:
+    lr: float
+    batch_size: int  # sentences per update of the published run
+    total_updates: int
+    warmup_updates: int
+
+
+# examples/roberta/README.glue.md: 10 epochs, polynomial_decay (linear warm-up, linear decay to 0)
+ROBERTA_RECIPES = {
+    "MNLI": Recipe(1e-5, 32, 123873, 7432),
+    "QNLI": Recipe(1e-5, 32, 33112, 1986),
+    "QQP": Recipe(1e-5, 32, 113272, 28318),
+    "RTE": Recipe(2e-5, 16, 2036, 122),
+    "SST-2": Recipe(1e-5, 32, 20935, 1256),
+    "MRPC": Recipe(1e-5, 16, 2296, 137),
+    "CoLA": Recipe(1e-5, 16, 5336, 320),
+    "STS-B": Recipe(2e-5, 16, 3598, 214),
+}
+
+# google-research/albert run_glue.sh
+ALBERT_RECIPES = {
+    "MNLI": Recipe(3e-5, 128, 10000, 1000),
+    "QNLI": Recipe(1e-5, 32, 33112, 1986),
+    "QQP": Recipe(5e-5, 128, 14000, 1000),
+    "RTE": Recipe(3e-5, 32, 800, 200),
+    "SST-2": Recipe(1e-5, 32, 20935, 1256),
+    "MRPC": Recipe(2e-5, 32, 800, 200),
+    "CoLA": Recipe(1e-5, 16, 5336, 320),
+    "STS-B": Recipe(2e-5, 16, 3598, 214),
+}
+
+RECIPES = {"roberta": ROBERTA_RECIPES, "albert": ALBERT_RECIPES}
+
+# the rest of each published command line
+MODEL_ARGS = {
+    # README.glue.md: dropout .1, adam (0.9, 0.98) eps 1e-6, weight decay .1 on all parameters, no clipping
+    "roberta": [
+        "--init-token", "0", "--separator-token", "2", "--max-positions", "512",
+        "--dropout", "0.1", "--attention-dropout", "0.1",
+        "--weight-decay", "0.1", "--adam-betas", "(0.9, 0.98)", "--adam-eps", "1e-06", "--clip-norm", "0.0",
+    ],
+    # ALBERT v2 fine-tuning: no dropout in the encoder, 0.1 before the classifier, AdamW (0.9, 0.999) eps 1e-6,
+    # weight decay 0.01, gradients clipped at 1.0; pairs read [CLS] A [SEP] B [SEP] (see albert_vocab.py)
+    "albert": [
+        "--init-token", "0", "--max-positions", "512",
+        "--dropout", "0.0", "--attention-dropout", "0.0", "--pooler-dropout", "0.1",
+        "--weight-decay", "0.01", "--adam-betas", "(0.9, 0.999)", "--adam-eps", "1e-06", "--clip-norm", "1.0",
+    ],
+}
+
+# fairseq's fp16 recipe (loss scale starts low: fine-tuning overflows early otherwise)
+FP16_ARGS = ["--fp16", "--fp16-init-scale", "4", "--threshold-loss-scale", "1", "--fp16-scale-window", "128"]
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "amp")
+
+PERFORMANCE_UPDATES = 1000  # updates of a performance run unless --max-update says otherwise
+LOG_INTERVAL = {"full": 50, "performance": 10}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# schedule
+
+
+@dataclass(frozen=True)
+class Schedule:
+    total_updates: int
+    warmup_updates: int
+    max_epoch: int
+    epochs: float  # epochs the schedule covers
+    updates_per_epoch: int
+    published: bool  # True when the published numbers were used unchanged
+
+
+def updates_per_epoch(train_size: int, batch_size: int, world_size: int, update_freq: int) -> int:
+    """Updates in one epoch as fairseq counts them: batches of ``batch_size``, sharded over ranks, accumulated."""
+    batches = math.ceil(train_size / batch_size)
+    return max(1, math.ceil(math.ceil(batches / world_size) / update_freq))
+
+
+def schedule(task: GlueTask, recipe: Recipe, *, batch_size: int, world_size: int = 1, update_freq: int = 1,
+             train_size: Optional[int] = None, max_epoch: Optional[int] = None) -> Schedule:
+    """The recipe's schedule for this run: same epochs and warm-up fraction at any global batch size."""
+    train_size = train_size or task.train_size
+    published_epochs = recipe.total_updates * recipe.batch_size / task.train_size
+    epochs = float(max_epoch) if max_epoch else published_epochs
+    per_epoch = updates_per_epoch(train_size, batch_size, world_size, update_freq)
+    published = (
+        batch_size * world_size * update_freq == recipe.batch_size
+        and train_size == task.train_size
+        and not max_epoch
+    )
+    if published:
+        total, warmup = recipe.total_updates, recipe.warmup_updates
+    else:
+        total = max(1, round(epochs * per_epoch))
+        warmup = max(1, round(total * recipe.warmup_updates / recipe.total_updates))
+    return Schedule(total, warmup, max_epoch or math.ceil(epochs - 1e-9), epochs, per_epoch, published)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# data
+
+
+def dataset_size(index_path: str) -> Optional[int]:
+    """Number of items in a fairseq binarized dataset (its ``.idx`` file), or None if it can't be read."""
+    try:
+        with open(index_path, "rb") as f:
+            head = f.read(34)
+    except OSError:
+        return None
+    if head[:9] == b"MMIDIDX\x00\x00":  # mmap: magic, version <Q, dtype <B, length <Q
+        return struct.unpack("<Q", head[18:26])[0]
+    if head[:8] == b"TNTIDX\x00\x00":  # cached/lazy: magic, version <Q, dtype code + element size <QQ, length <Q
+        return struct.unpack("<Q", head[32:40])[0] if len(head) >= 40 else None
+    return None
+
+
+def check_data(data: str, task: GlueTask, mode: str) -> Optional[int]:
+    """Raise ValueError naming what is missing from a preprocessed GLUE folder; returns the train size."""
+    if not os.path.isdir(data):
+        raise ValueError(f"--data_path={data}: no such directory (preprocess with glue_scripts/preprocess_GLUE_tasks.sh)")
+    dictionary = os.path.join(data, "input0", "dict.txt")
+    if not os.path.isfile(dictionary):
+        raise ValueError(f"--data_path={data}: {dictionary} not found; expected the fairseq layout TASK-bin/input0,label")
+    if mode != "eval":
+        for name in ("train.idx", "train.bin"):
+            if not os.path.isfile(os.path.join(data, "input0", name)):
+                raise ValueError(f"--data_path={data}: input0/{name} not found (the train split is needed to train)")
+    return dataset_size(os.path.join(data, "input0", "train.idx"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# command line
+
+
+def flag_value(args: Sequence[str], flag: str) -> Optional[str]:
+    """Last value of ``flag`` in an argument list (``--flag v`` or ``--flag=v``), as argparse would keep it."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(flag + "="):
+            value = arg[len(flag) + 1:]
+    return value
+
+
+def amp_mode(args: Sequence[str]) -> Tuple[str, str]:
+    """(AMP type as the published tables write it, dtype) for a fairseq command line."""
+    if "--use-apex" in args:
+        return f"apex {flag_value(args, '--opt-level') or 'O1'}", "bf16" if "--bf16" in args else "fp16"
+    half = "bf16" if ("--bf16" in args or "--memory-efficient-bf16" in args) else "fp16"
+    if "--amp" in args:
+        return "O1", half
+    if any(a in args for a in ("--fp16", "--bf16", "--memory-efficient-fp16", "--memory-efficient-bf16")):
+        return "O2", half
+    return "-", "fp32"
+
+
+@dataclass
+class LaunchRequest:
+    """What a launch script was asked for (the flags of test/*.sh)."""
+
+    mode: str
+    data: str
+    model: str = "roberta"
+    task: str = "SST-2"
+    device: str = "cpu"
+    world_size: int = 1
+    output_dir: str = "."
+    batch_size: Optional[int] = None
+    lr: Optional[float] = None
+    max_epoch: Optional[int] = None
+    max_update: Optional[int] = None  # performance runs: updates to time
+    max_tokens: Optional[int] = None
+    num_classes: Optional[int] = None
+    restore_file: Optional[str] = None
+    use_apex: bool = False
+    opt_level: str = "O2"
+    precision: str = "auto"
+    extra: Tuple[str, ...] = ()  # passed to fairseq verbatim, after the recipe (so they override it)
+
+
+def precision_args(req: LaunchRequest) -> List[str]:
+    if req.use_apex:
+        return ["--use-apex", "--opt-level", req.opt_level]
+    precision = req.precision
+    if precision == "auto":
+        precision = "fp32" if req.device == "cpu" else "fp16"
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision={req.precision}: expected one of {', '.join(PRECISIONS)}")
+    return {"fp32": [], "fp16": FP16_ARGS, "bf16": ["--bf16"], "amp": ["--amp"]}[precision]
+
+
+def build(req: LaunchRequest) -> Tuple[List[str], dict]:
+    """The fairseq command line for a launch request, and the plan (recipe, schedule, batch) behind it."""
+    if req.model not in MODELS:
+        raise ValueError(f"--model={req.model}: expected one of {', '.join(MODELS)}")
+    if req.mode not in MODES:
+        raise ValueError(f"mode {req.mode}: expected one of {', '.join(MODES)}")
+    if req.device not in DEVICES:
+        raise ValueError(f"--device={req.device}: expected one of {', '.join(DEVICES)}")
+    task = glue_task(req.task)
+    recipe = RECIPES[req.model][task.name]
+    train_size = check_data(req.data, task, req.mode)
+    extra = list(req.extra)
+    batch_size = req.batch_size or recipe.batch_size
+    update_freq = int(flag_value(extra, "--update-freq") or 1)
+    num_classes = req.num_classes or task.num_classes
+    metric = task.metric
+    device_args = ["--device-type", req.device] + (["--cpu"] if req.device == "cpu" else [])
+    common = [
+        req.data, "--user-dir", os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        "--task", TRAIN_TASK, "--criterion", CRITERION, "--arch", ARCH[req.model],
+        "--num-classes", str(num_classes), "--max-tokens", str(req.max_tokens or 4400),
+        "--required-batch-size-multiple", "1", "--seed", "1",
+    ] + (["--regression-target"] if task.regression else []) + METRIC_FLAGS[metric] + device_args
+    distributed = []
+    if req.world_size > 1:
+        distributed = [
+            "--distributed-world-size", str(req.world_size), "--distributed-backend", DIST_BACKEND[req.device],
+            "--load-checkpoint-on-all-dp-ranks",  # each rank reads --restore-file itself, no pickle broadcast
+        ]
+    plan = {
+        "model": req.model, "arch": flag_value(extra, "--arch") or ARCH[req.model], "task": task.name,
+        "mode": req.mode, "device_type": req.device, "world_size": req.world_size, "metric": metric,
+        "valid_subsets": task.valid_subsets, "num_classes": num_classes, "train_size": train_size,
+    }
+
+    if req.mode == "eval":
+        path = req.restore_file or os.path.join(req.output_dir, "checkpoints", "checkpoint_best.pt")
+        args = common + distributed + [
+            "--path", path, "--valid-subset", task.valid_subsets, "--batch-size", str(batch_size),
+        ] + precision_args(req) + extra + ["--log-format", "json"]
+        plan.update(checkpoint=path, per_device_batch_size=batch_size, update_freq=1,
+                    global_batch_size=batch_size * req.world_size)
+    else:
+        sched = schedule(task, recipe, batch_size=batch_size, world_size=req.world_size, update_freq=update_freq,
+                         train_size=train_size, max_epoch=req.max_epoch)
+        lr = req.lr if req.lr is not None else recipe.lr
+        args = common + list(MODEL_ARGS[req.model]) + [
+            "--batch-size", str(batch_size), "--optimizer", OPTIMIZER, "--lr", repr(lr),
+            "--lr-scheduler", "polynomial_decay", "--total-num-update", str(sched.total_updates),
+            "--warmup-updates", str(sched.warmup_updates), "--max-epoch", str(sched.max_epoch),
+            "--find-unused-parameters",  # the LM head gets no gradient when fine-tuning
+            "--log-interval", str(LOG_INTERVAL[req.mode]),
+        ] + precision_args(req) + distributed
+        if req.restore_file:
+            args += ["--restore-file", req.restore_file, "--reset-optimizer", "--reset-dataloader", "--reset-meters"]
+        if req.mode == "full":
+            best = ["--best-checkpoint-metric", metric, "--maximize-best-checkpoint-metric"]
+            args += ["--max-update", str(sched.total_updates), "--no-epoch-checkpoints",
+                     "--valid-subset", task.valid_subsets] + best
+        else:
+            args += ["--max-update", str(req.max_update or PERFORMANCE_UPDATES), "--disable-validation", "--no-save"]
+        # the scripts read the json log and own the checkpoint folder: these come last so they win
+        args += extra + ["--log-format", "json", "--save-dir", os.path.join(req.output_dir, "checkpoints")]
+        update_freq = int(flag_value(args, "--update-freq") or 1)
+        plan.update(
+            lr=float(flag_value(args, "--lr")), per_device_batch_size=batch_size, update_freq=update_freq,
+            global_batch_size=batch_size * req.world_size * update_freq,
+            total_num_update=int(flag_value(args, "--total-num-update")),
+            warmup_updates=int(flag_value(args, "--warmup-updates")),
+            max_update=int(flag_value(args, "--max-update")), max_epoch=int(flag_value(args, "--max-epoch")),
+            schedule_epochs=round(sched.epochs, 3), published_schedule=sched.published,
+            recipe={"lr": recipe.lr, "batch_size": recipe.batch_size, "total_updates": recipe.total_updates,
+                    "warmup_updates": recipe.warmup_updates},
+        )
+    plan["amp_type"], plan["amp_dtype"] = amp_mode(args)
+    plan["arch"] = flag_value(args, "--arch") or plan["arch"]
+    return args, plan

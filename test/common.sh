@@ -1,0 +1,216 @@
+# Shared logic of the launch scripts test/train_*.sh; sourced, never run. The calling script sets
+#   MODE          full | performance | eval
+#   NPROC_DEFAULT processes (devices) per node when --nproc is not given: 1 for *_1p.sh, 8 for *_8p.sh
+# and calls `launch "$@"`. Recipes, the fairseq command line, FPS and summary.json live in fairseq_npu/launch/.
+
+set -o pipefail
+
+TEST_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(dirname "$TEST_DIR")"
+SCRIPT="$(basename "${BASH_SOURCE[1]:-$0}")"
+PYTHON="${PYTHON:-$(command -v python3 || command -v python)}"
+
+usage() {
+    cat <<EOF
+usage: bash test/$SCRIPT --data_path=DIR [options] [-- extra fairseq args]
+
+  --data_path=DIR        preprocessed GLUE task (TASK-bin with input0/ [input1/] label/)
+  --model=roberta|albert (default roberta)
+  --task=NAME            GLUE task: MNLI QNLI QQP RTE SST-2 MRPC CoLA STS-B (default SST-2)
+  --device=npu|cuda|cpu  (default: npu if present, else cuda, else cpu)
+  --nproc=N              processes on this node, one per device (default $NPROC_DEFAULT)
+  --output_dir=DIR       log, checkpoints, summary.json (default test/output/MODEL_TASK_MODE_Np)
+  --restore-file=PATH    pretrained (converted) checkpoint to fine-tune; for train_eval: the checkpoint to evaluate
+                         (default OUTPUT_DIR/checkpoints/checkpoint_best.pt)
+  --batch-size=N         sentences per device per update (default: the recipe's)
+  --lr=X                 peak learning rate (default: the recipe's)
+  --max-epoch=N          epochs (default: the recipe's; the schedule follows)
+  --max-update=N         performance runs: updates to time (default 1000)
+  --max-tokens=N         token cap per batch (default 4400)
+  --num-classes=N        (default: the task's)
+  --precision=auto|fp32|fp16|bf16|amp   (auto: fp16 on npu/cuda, fp32 on cpu)
+  --use-apex [--opt-level=O1|O2]        apex AMP as the ModelZoo scripts used it (default O2)
+  --device_id=N          single-device runs: which device (default \$ASCEND_DEVICE_ID or 0)
+  --nnodes=N --node_rank=R --master_addr=HOST --master_port=PORT   multi-node, passed to torchrun
+Anything else is passed to fairseq verbatim, after the recipe, so it overrides it.
+EOF
+}
+
+die() {
+    echo "$SCRIPT: error: $*" >&2
+    exit 2
+}
+
+# visible devices of a kind on this node (cpu: cores)
+count_devices() {
+    case "$1" in
+        cpu) nproc ;;
+        npu) "$PYTHON" -c 'import torch, torch_npu; print(torch.npu.device_count())' 2>/dev/null || echo 0 ;;
+        cuda) "$PYTHON" -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0 ;;
+    esac
+}
+
+# the helpers in fairseq_npu/launch need only the standard library: run them from inside the package folder so
+# that `launch` is imported without fairseq_npu/__init__.py, which imports fairseq (several seconds per call)
+launch_helper() {
+    (cd "$REPO/fairseq_npu" && env -u PYTHONSAFEPATH "$PYTHON" -m launch "$@")
+}
+
+parse_args() {
+    DATA_PATH="" MODEL="roberta" TASK="SST-2" DEVICE="auto" NPROC="" OUTPUT_DIR="" RESTORE_FILE=""
+    BATCH_SIZE="" LR="" MAX_EPOCH="" MAX_UPDATE="" MAX_TOKENS="" NUM_CLASSES="" PRECISION="auto"
+    USE_APEX=0 OPT_LEVEL="O2" DEVICE_ID="${ASCEND_DEVICE_ID:-}"
+    NNODES=1 NODE_RANK=0 MASTER_ADDR_ARG="" MASTER_PORT_ARG=""
+    EXTRA=()
+    while [ $# -gt 0 ]; do
+        local arg="$1" name value
+        case "$arg" in
+            -h|--help) usage; exit 0 ;;
+            --) shift; EXTRA+=("$@"); break ;;
+            --use-apex|--use_apex) USE_APEX=1; shift; continue ;;
+        esac
+        name="${arg%%=*}"
+        case "$name" in
+            --data_path|--data-path|--model|--task|--device|--nproc|--output_dir|--output-dir|--restore-file|\
+            --restore_file|--batch-size|--batch_size|--lr|--max-epoch|--max_epoch|--max-update|--max_update|\
+            --max-tokens|--max_tokens|--num-classes|--num_classes|--precision|--opt-level|--opt_level|\
+            --device_id|--device-id|--nnodes|--node_rank|--node-rank|--master_addr|--master-addr|\
+            --master_port|--master-port)
+                if [ "$name" != "$arg" ]; then
+                    value="${arg#*=}"
+                    shift
+                else
+                    [ $# -ge 2 ] || die "$name needs a value"
+                    value="$2"
+                    shift 2
+                fi
+                ;;
+            *) EXTRA+=("$arg"); shift; continue ;;
+        esac
+        case "${name//_/-}" in
+            --data-path) DATA_PATH="$value" ;;
+            --model) MODEL="$value" ;;
+            --task) TASK="$value" ;;
+            --device) DEVICE="$value" ;;
+            --nproc) NPROC="$value" ;;
+            --output-dir) OUTPUT_DIR="$value" ;;
+            --restore-file) RESTORE_FILE="$value" ;;
+            --batch-size) BATCH_SIZE="$value" ;;
+            --lr) LR="$value" ;;
+            --max-epoch) MAX_EPOCH="$value" ;;
+            --max-update) MAX_UPDATE="$value" ;;
+            --max-tokens) MAX_TOKENS="$value" ;;
+            --num-classes) NUM_CLASSES="$value" ;;
+            --precision) PRECISION="$value" ;;
+            --opt-level) OPT_LEVEL="$value" ;;
+            --device-id) DEVICE_ID="$value" ;;
+            --nnodes) NNODES="$value" ;;
+            --node-rank) NODE_RANK="$value" ;;
+            --master-addr) MASTER_ADDR_ARG="$value" ;;
+            --master-port) MASTER_PORT_ARG="$value" ;;
+        esac
+    done
+    [ -n "$DATA_PATH" ] || die "--data_path=DIR is required (see --help)"
+    local n
+    for n in NNODES NODE_RANK ${NPROC:+NPROC} ${DEVICE_ID:+DEVICE_ID}; do
+        [[ "${!n}" =~ ^[0-9]+$ ]] || die "--$(echo "$n" | tr 'A-Z' 'a-z')=${!n}: expected a whole number"
+    done
+    case "$MODEL" in roberta|albert) ;; *) die "--model=$MODEL: expected roberta or albert" ;; esac
+    case "$DEVICE" in auto|npu|cuda|cpu) ;; *) die "--device=$DEVICE: expected npu, cuda or cpu" ;; esac
+}
+
+choose_device() {
+    if [ "$DEVICE" = auto ]; then
+        if [ "$(count_devices npu)" -gt 0 ]; then DEVICE=npu
+        elif [ "$(count_devices cuda)" -gt 0 ]; then DEVICE=cuda
+        else DEVICE=cpu
+        fi
+    fi
+    if [ "$DEVICE" = npu ] && [ -f "$TEST_DIR/env_npu.sh" ]; then
+        # shellcheck source=env_npu.sh
+        source "$TEST_DIR/env_npu.sh"
+    fi
+    local asked="${NPROC:-$NPROC_DEFAULT}" have
+    have="$(count_devices "$DEVICE")"
+    if [ "$asked" -lt 1 ]; then die "--nproc=$asked: at least 1"; fi
+    if [ "$asked" -gt "$have" ] && { [ "$DEVICE" != cpu ] || [ -z "$NPROC" ]; }; then
+        local what="$DEVICE device(s)"
+        [ "$DEVICE" = cpu ] && what="cpu core(s)"
+        die "$asked processes asked, one per device, but only $have $what visible on this node; pass --nproc=N (N <= $have) to use fewer"
+    fi
+    NPROC="$asked"
+    WORLD_SIZE_TOTAL=$((NPROC * NNODES))
+    if [ "$DEVICE" = cpu ] && [ -z "${OMP_NUM_THREADS:-}" ]; then
+        # share the cores between the gloo processes instead of oversubscribing them
+        local threads=$(( $(nproc) / NPROC ))
+        export OMP_NUM_THREADS=$(( threads > 0 ? threads : 1 ))
+    fi
+}
+
+launch() {
+    parse_args "$@"
+    choose_device
+    local mode_tag="$MODE"
+    [ "$MODE" = performance ] && mode_tag=perf
+    local task_tag="${TASK//[^A-Za-z0-9]/}"
+    OUTPUT_DIR="${OUTPUT_DIR:-$REPO/test/output/${MODEL}_${task_tag}_${mode_tag}_${WORLD_SIZE_TOTAL}p}"
+    mkdir -p "$OUTPUT_DIR" || die "--output_dir=$OUTPUT_DIR: cannot create it"
+    OUTPUT_DIR="$(cd "$OUTPUT_DIR" && pwd)"
+    DATA_PATH="$(realpath -m "$DATA_PATH")"
+
+    local plan=(plan --mode "$MODE" --data "$DATA_PATH" --model "$MODEL" --task "$TASK" --device "$DEVICE"
+                --world-size "$WORLD_SIZE_TOTAL" --nnodes "$NNODES" --output-dir "$OUTPUT_DIR"
+                --precision "$PRECISION" --opt-level "$OPT_LEVEL")
+    [ -n "$RESTORE_FILE" ] && plan+=(--restore-file "$(realpath -m "$RESTORE_FILE")")
+    [ -n "$BATCH_SIZE" ] && plan+=(--batch-size "$BATCH_SIZE")
+    [ -n "$LR" ] && plan+=(--lr "$LR")
+    [ -n "$MAX_EPOCH" ] && plan+=(--max-epoch "$MAX_EPOCH")
+    [ -n "$MAX_UPDATE" ] && plan+=(--max-update "$MAX_UPDATE")
+    [ -n "$MAX_TOKENS" ] && plan+=(--max-tokens "$MAX_TOKENS")
+    [ -n "$NUM_CLASSES" ] && plan+=(--num-classes "$NUM_CLASSES")
+    [ "$USE_APEX" = 1 ] && plan+=(--use-apex)
+    local extra=("${EXTRA[@]}")
+    if [ "$WORLD_SIZE_TOTAL" = 1 ] && [ -n "$DEVICE_ID" ] && [ "$DEVICE" != cpu ]; then
+        extra=(--device-id "$DEVICE_ID" "${extra[@]}")
+    fi
+    launch_helper "${plan[@]}" -- "${extra[@]}" || die "could not plan the run (see the message above)"
+
+    local fairseq_args=()
+    mapfile -d '' -t fairseq_args < "$OUTPUT_DIR/fairseq_args"
+    local entry=(-m fairseq_cli.train) log="$OUTPUT_DIR/train.log"
+    if [ "$MODE" = eval ]; then
+        entry=(-m fairseq_npu.launch.evaluate)
+        log="$OUTPUT_DIR/eval.log"
+    fi
+    local cmd=("$PYTHON")
+    if [ "$WORLD_SIZE_TOTAL" -gt 1 ]; then
+        cmd+=(-m torch.distributed.run --nproc_per_node="$NPROC" --nnodes="$NNODES" --node_rank="$NODE_RANK")
+        if [ "$NNODES" -gt 1 ] || [ -n "$MASTER_ADDR_ARG" ]; then
+            [ -n "$MASTER_ADDR_ARG" ] || die "--nnodes=$NNODES needs --master_addr=HOST (the node with --node_rank=0)"
+            cmd+=(--master_addr="$MASTER_ADDR_ARG" --master_port="${MASTER_PORT_ARG:-29500}")
+        else
+            cmd+=(--standalone)  # one node: torchrun picks a free port
+        fi
+    fi
+    cmd+=("${entry[@]}" "${fairseq_args[@]}")
+
+    printf '%q ' "${cmd[@]}" > "$OUTPUT_DIR/command.sh"
+    echo >> "$OUTPUT_DIR/command.sh"
+    echo "$SCRIPT: $DEVICE x $WORLD_SIZE_TOTAL ($NNODES node(s)), log $log"
+    local start end rc
+    start="$(date +%s.%N)"
+    "${cmd[@]}" 2>&1 | tee "$log"
+    rc="${PIPESTATUS[0]}"
+    end="$(date +%s.%N)"
+
+    local e2e
+    e2e="$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", b - a }')"
+    if [ "$rc" != 0 ]; then
+        launch_helper summarize --output-dir "$OUTPUT_DIR" --log "$log" --e2e-seconds "$e2e" --exit-code "$rc" \
+            > /dev/null
+        echo "$SCRIPT: the run failed (exit code $rc); full log: $log" >&2
+        exit "$rc"
+    fi
+    launch_helper summarize --output-dir "$OUTPUT_DIR" --log "$log" --e2e-seconds "$e2e" --exit-code 0 \
+        || die "could not summarize $log"
+}
