@@ -165,14 +165,15 @@ def check_spm_specials(pieces: Sequence[str], source="vocabulary") -> None:
 def fairseq_dict_lines(pieces: Sequence[str]) -> List[str]:
     """Lines of the fairseq ``dict.txt`` for these SentencePiece pieces: pieces 4..V-1, in id order."""
     check_spm_specials(pieces)
-    lines = []
+    lines, seen = [], set(FAIRSEQ_SPECIAL_SYMBOLS)
     for i, piece in enumerate(pieces[NUM_REMAPPED:], NUM_REMAPPED):
         if not piece or any(c in piece for c in " \n\r"):
             raise AlbertVocabError(f"piece {i} ({piece!r}) cannot be written to a fairseq dict.txt")
         line = f"{piece} {DICT_COUNT}"
-        if piece in FAIRSEQ_SPECIAL_SYMBOLS or piece in pieces[NUM_REMAPPED:i]:
+        if piece in seen:
             # keeps the piece at its own id: fairseq would otherwise refuse (or merge) a repeated symbol
             line += " #fairseq:overwrite"
+        seen.add(piece)
         lines.append(line)
     return lines
 
@@ -209,3 +210,22 @@ def check_fairseq_dictionary(dictionary, spm_vocab_size: int, source="dictionary
         )
     if dictionary[SPM_MASK] != "[MASK]":
         raise AlbertVocabError(f"{source}: symbol 4 is {dictionary[SPM_MASK]!r}, expected [MASK] (dict.txt must list spm pieces 4..V-1)")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# text -> ids
+
+
+def normalize_text(text: str, lowercase: bool = True, keep_accents: bool = False) -> str:
+    """ALBERT's normalisation before SentencePiece: `` and '' -> ", accents stripped, lower-cased, spaces collapsed."""
+    import unicodedata
+
+    text = " ".join(text.strip().split()).replace("``", '"').replace("''", '"')
+    if not keep_accents:
+        text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return text.lower() if lowercase else text
+
+
+def encode_text(processor, text: str, lowercase: bool = True) -> List[int]:
+    """fairseq ids (no [CLS]/[SEP]) of one text with a loaded ``sentencepiece.SentencePieceProcessor``."""
+    return spm_to_fairseq_ids(processor.encode(normalize_text(text, lowercase), out_type=int))
