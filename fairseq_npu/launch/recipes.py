@@ -269,7 +269,8 @@ def precision_args(req: LaunchRequest) -> List[str]:
         precision = "fp32" if req.device == "cpu" else "fp16"
     if precision not in PRECISIONS:
         raise ValueError(f"--precision={req.precision}: expected one of {', '.join(PRECISIONS)}")
-    return {"fp32": [], "fp16": FP16_ARGS, "bf16": ["--bf16"], "amp": ["--amp"]}[precision]
+    fp16 = ["--fp16"] if req.mode == "eval" else FP16_ARGS  # loss scaling means nothing without training
+    return {"fp32": [], "fp16": fp16, "bf16": ["--bf16"], "amp": ["--amp"]}[precision]
 
 
 def build(req: LaunchRequest) -> Tuple[List[str], dict]:
@@ -290,17 +291,17 @@ def build(req: LaunchRequest) -> Tuple[List[str], dict]:
     metric = task.metric
     device_args = ["--device-type", req.device] + (["--cpu"] if req.device == "cpu" else [])
     common = [
-        req.data, "--user-dir", os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-        "--task", TRAIN_TASK, "--criterion", CRITERION, "--arch", ARCH[req.model],
-        "--num-classes", str(num_classes), "--max-tokens", str(req.max_tokens or 4400),
-        "--required-batch-size-multiple", "1", "--seed", "1",
-    ] + (["--regression-target"] if task.regression else []) + METRIC_FLAGS[metric] + device_args
+        req.data, "--user-dir", os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "--task", TRAIN_TASK,
+        "--max-tokens", str(req.max_tokens or 4400), "--required-batch-size-multiple", "1", "--seed", "1",
+    ] + device_args
+    model_task = [
+        "--criterion", CRITERION, "--arch", ARCH[req.model], "--num-classes", str(num_classes),
+    ] + (["--regression-target"] if task.regression else []) + METRIC_FLAGS[metric]
     distributed = []
     if req.world_size > 1:
-        distributed = [
-            "--distributed-world-size", str(req.world_size), "--distributed-backend", DIST_BACKEND[req.device],
-            "--load-checkpoint-on-all-dp-ranks",  # each rank reads --restore-file itself, no pickle broadcast
-        ]
+        distributed = ["--distributed-world-size", str(req.world_size), "--distributed-backend", DIST_BACKEND[req.device]]
+        if req.mode != "eval":  # each rank reads --restore-file itself: no pickled broadcast of the whole state
+            distributed.append("--load-checkpoint-on-all-dp-ranks")
     plan = {
         "model": req.model, "arch": flag_value(extra, "--arch") or ARCH[req.model], "task": task.name,
         "mode": req.mode, "device_type": req.device, "world_size": req.world_size, "metric": metric,
@@ -309,7 +310,9 @@ def build(req: LaunchRequest) -> Tuple[List[str], dict]:
 
     if req.mode == "eval":
         path = req.restore_file or os.path.join(req.output_dir, "checkpoints", "checkpoint_best.pt")
-        args = common + distributed + [
+        # the model, task and criterion settings come from the checkpoint; --criterion only because the task's
+        # config refers to the criterion's
+        args = common + ["--criterion", CRITERION] + distributed + [
             "--path", path, "--valid-subset", task.valid_subsets, "--batch-size", str(batch_size),
         ] + precision_args(req) + extra + ["--log-format", "json"]
         plan.update(checkpoint=path, per_device_batch_size=batch_size, update_freq=1,
@@ -318,7 +321,7 @@ def build(req: LaunchRequest) -> Tuple[List[str], dict]:
         sched = schedule(task, recipe, batch_size=batch_size, world_size=req.world_size, update_freq=update_freq,
                          train_size=train_size, max_epoch=req.max_epoch)
         lr = req.lr if req.lr is not None else recipe.lr
-        args = common + list(MODEL_ARGS[req.model]) + [
+        args = common + model_task + list(MODEL_ARGS[req.model]) + [
             "--batch-size", str(batch_size), "--optimizer", OPTIMIZER, "--lr", repr(lr),
             "--lr-scheduler", "polynomial_decay", "--total-num-update", str(sched.total_updates),
             "--warmup-updates", str(sched.warmup_updates), "--max-epoch", str(sched.max_epoch),
