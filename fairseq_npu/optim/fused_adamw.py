@@ -14,8 +14,8 @@ foreach    ``torch.optim.AdamW(foreach=True)`` (multi-tensor, one launch per op 
 forloop    ``torch.optim.AdamW(foreach=False, fused=False)`` (reference, always available)
 =========  ======================================================================================
 
-``auto`` picks npu on an NPU backend, fused where torch has a fused kernel for the parameters' device, else
-foreach; when the chosen kernel is missing (torch_npu without the fused optimizer, an old torch) it falls back
+``auto`` picks npu on an NPU backend (then foreach), fused where torch has a fused kernel for the parameters'
+device, else foreach; when the chosen kernel is missing (torch_npu without the fused optimizer, an old torch) it falls back
 down that list and says so once in the log.
 
 Two differences of formula are removed. (1) fairseq adds ``eps`` to ``sqrt(v)`` *before* the
@@ -85,10 +85,7 @@ def _fused_supported(params) -> bool:
     from torch.optim.optimizer import _get_fused_kernels_supported_devices
 
     devices = {p.device.type for p in params}
-    supported = set(_get_fused_kernels_supported_devices())
-    if "privateuseone" in supported:  # torch names custom backends (npu) by their renamed name in tensors
-        supported.add(torch._C._get_privateuse1_backend_name())
-    return devices <= supported and all(p.is_floating_point() for p in params)
+    return devices <= set(_get_fused_kernels_supported_devices()) and all(p.is_floating_point() for p in params)
 
 
 def _flat_params(params) -> List[torch.Tensor]:
@@ -110,6 +107,8 @@ def choose_impl(requested: str, params) -> str:
     for impl in candidates:
         if impl == "npu" and _npu_fused_adamw_class() is None:
             why = "neither torch_npu.optim.NpuFusedAdamW nor apex.optimizers.NpuFusedAdamW is importable"
+        elif impl == "fused" and backend == "npu":
+            why = "torch's fused AdamW is not relied on for npu tensors (torch_npu's NpuFusedAdamW is the fused one)"
         elif impl == "fused" and not _fused_supported(flat):
             why = f"torch {torch.__version__} has no fused AdamW for {sorted({p.device.type for p in flat})} tensors"
         else:
@@ -191,7 +190,7 @@ class FairseqFusedAdamW(FairseqOptimizer):
         if self.impl == "npu":
             # the NPU optimizer made every .grad a view of one combined buffer at its first step: zero the
             # buffer in place; stock fairseq's `p.grad = None` would detach the grads from what it updates
-            self.optimizer.zero_grad()
+            self.optimizer.zero_grad(set_to_none=False)
         else:
             self.optimizer.zero_grad(set_to_none=True)
 

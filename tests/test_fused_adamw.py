@@ -1,0 +1,160 @@
+"""fused_adamw against fairseq's own adam: same maths to 1e-6 after 100 steps, alone and under the FP16 wrapper."""
+
+import io
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import fairseq_npu  # noqa: F401  (registers fused_adamw, installs the hooks)
+from fairseq import optim
+from fairseq.optim.adam import FairseqAdam
+from fairseq_npu import device
+from fairseq_npu.optim.fused_adamw import FairseqFusedAdamW, choose_impl
+
+SHAPES = [(64, 32), (32,), (128, 64), (7,), (3, 5, 4)]
+STEPS = 100
+TOL = 1e-6
+
+
+@pytest.fixture(autouse=True)
+def cpu_backend(monkeypatch):
+    monkeypatch.delenv(device.ENV_VAR, raising=False)
+    device.reset()
+    yield
+    device.reset()
+
+
+def adam_cfg(name, weight_decay, **extra):
+    cfg = dict(_name=name, adam_betas="(0.9, 0.98)", adam_eps=1e-6, weight_decay=weight_decay, lr=[1e-3], **extra)
+    if name == "adam":
+        cfg.update(use_old_adam=False, fp16_adam_stats=False, tpu=False)
+    return OmegaConf.create(cfg)
+
+
+def make_params(dtype=torch.float32):
+    torch.manual_seed(0)
+    return [torch.nn.Parameter(torch.randn(s).to(dtype)) for s in SHAPES]
+
+
+def gradients(step, dtype=torch.float32):
+    """Deterministic gradients spanning 1e-4..1 in magnitude, so eps and weight decay both matter."""
+    g = torch.Generator().manual_seed(1000 + step)
+    return [(torch.randn(s, generator=g) * 10.0 ** -(i % 5)).to(dtype) for i, s in enumerate(SHAPES)]
+
+
+def run(optimizer, params, dtype=torch.float32):
+    for step in range(STEPS):
+        optimizer.zero_grad()
+        for p, g in zip(params, gradients(step, dtype)):
+            p.grad = g.clone()
+        optimizer.step()
+
+
+@pytest.mark.parametrize("impl", ["fused", "foreach", "forloop"])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_matches_fairseq_adam_after_100_steps(impl, weight_decay):
+    ref, new = make_params(), make_params()
+    run(FairseqAdam(adam_cfg("adam", weight_decay), ref), ref)
+    opt = FairseqFusedAdamW(adam_cfg("fused_adamw", weight_decay, adamw_impl=impl), new)
+    assert opt.impl == impl
+    run(opt, new)
+    diff = max((a - b).abs().max().item() for a, b in zip(ref, new))
+    assert diff <= TOL, f"{impl}, weight decay {weight_decay}: max |fused_adamw - adam| = {diff}"
+    moved = max((a - b).abs().max().item() for a, b in zip(ref, make_params()))
+    assert moved > 1e-2  # the comparison is not vacuous: 100 steps moved the weights
+
+
+def test_plain_torch_adamw_would_not_match():
+    """The eps and weight-decay corrections are needed: torch's AdamW with the same numbers drifts past 1e-6."""
+    ref, new = make_params(), make_params()
+    run(FairseqAdam(adam_cfg("adam", 0.1), ref), ref)
+    plain = torch.optim.AdamW(new, lr=1e-3, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.1)
+    for step in range(STEPS):
+        plain.zero_grad()
+        for p, g in zip(new, gradients(step)):
+            p.grad = g.clone()
+        plain.step()
+    assert max((a - b).abs().max().item() for a, b in zip(ref, new)) > 10 * TOL
+
+
+def fp16_cfg(name, weight_decay, bf16=False, **extra):
+    return OmegaConf.create({
+        "optimizer": adam_cfg(name, weight_decay, **extra),
+        "common": {"fp16_scale_window": 128, "fp16_init_scale": 1, "fp16_scale_tolerance": 0.0,
+                   "threshold_loss_scale": None, "min_loss_scale": 1e-4, "bf16": bf16,
+                   "fp16_no_flatten_grads": False, "model_parallel_size": 1},
+        "optimization": {"update_freq": [1]},
+        "distributed_training": {"distributed_world_size": 1},
+    })
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp16-flat", "bf16"])
+def test_matches_fairseq_adam_under_the_fp16_wrapper(bf16):
+    """--fp16 (flat fp32 master copy on cpu, through the build_fp32_params hook) and --bf16 (per-tensor copy)."""
+    dtype = torch.bfloat16 if bf16 else torch.float16
+    ref, new = make_params(dtype), make_params(dtype)
+    wrapped_ref = optim.FP16Optimizer.build_optimizer(fp16_cfg("adam", 0.1, bf16), ref)
+    wrapped_new = optim.FP16Optimizer.build_optimizer(fp16_cfg("fused_adamw", 0.1, bf16, adamw_impl="auto"), new)
+    assert isinstance(wrapped_new.fp32_optimizer, FairseqFusedAdamW)
+    assert wrapped_new.has_flat_params == (not bf16)
+    for opt, params in ((wrapped_ref, ref), (wrapped_new, new)):
+        run(opt, params, dtype)
+    masters = lambda w: (list(w.fp32_params.values()) if isinstance(w.fp32_params, dict) else w.fp32_params)
+    diff = max((a - b).abs().max().item() for a, b in zip(masters(wrapped_ref), masters(wrapped_new)))
+    assert diff <= TOL, f"fp32 master weights differ by {diff}"
+    assert all(torch.equal(a, b) for a, b in zip(ref, new))  # the half weights are the same rounding of them
+
+
+def test_state_dict_round_trip_continues_identically():
+    a, b = make_params(), make_params()
+    opt_a = FairseqFusedAdamW(adam_cfg("fused_adamw", 0.1, adamw_impl="auto"), a)
+    run(opt_a, a)
+    buffer = io.BytesIO()
+    torch.save(opt_a.state_dict(), buffer)  # as a checkpoint would: no tensor shared with opt_a
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    assert state["param_groups"][0]["fairseq_step"] == STEPS
+    with torch.no_grad():
+        for x, y in zip(b, a):
+            x.copy_(y)
+    opt_b = FairseqFusedAdamW(adam_cfg("fused_adamw", 0.1, adamw_impl="forloop"), b)
+    opt_b.load_state_dict(state)
+    for opt, params in ((opt_a, a), (opt_b, b)):
+        opt.zero_grad()
+        for p, g in zip(params, gradients(STEPS)):
+            p.grad = g.clone()
+        opt.step()
+    assert max((x - y).abs().max().item() for x, y in zip(a, b)) <= TOL
+
+
+def test_memory_efficient_fp16_is_refused_with_the_optimizer_named():
+    params = make_params(torch.float16)
+    with pytest.raises(ValueError, match="Unsupported optimizer: FairseqFusedAdamW"):
+        optim.MemoryEfficientFP16Optimizer.build_optimizer(fp16_cfg("fused_adamw", 0.0, adamw_impl="auto"), params)
+
+
+def test_auto_picks_the_torch_fused_kernel_on_cpu():
+    assert choose_impl("auto", make_params()) == "fused"
+
+
+def test_npu_branch_uses_npufusedadamw_and_keeps_combined_grads(npu_stand_in):
+    params = make_params()
+    assert device.get().type == "npu"
+    opt = FairseqFusedAdamW(adam_cfg("fused_adamw", 0.1, adamw_impl="auto"), params)
+    assert opt.impl == "npu"
+    assert isinstance(opt.optimizer, npu_stand_in.optim.NpuFusedAdamW)
+    for p, g in zip(params, gradients(0)):
+        p.grad = g.clone()
+    grads = [p.grad for p in params]
+    opt.step()
+    opt.zero_grad()  # must zero in place: the real NpuFusedAdamW updates from views of one combined buffer
+    assert all(p.grad is g and not g.any() for p, g in zip(params, grads))
+
+
+def test_npu_falls_back_to_foreach_when_no_fused_npu_optimizer(npu_stand_in, monkeypatch, caplog):
+    monkeypatch.delattr(npu_stand_in.optim, "NpuFusedAdamW")
+    with caplog.at_level("WARNING"):
+        impl = choose_impl("npu", make_params())
+    assert impl == "foreach"  # cpu tensors here; on a real npu torch has no fused AdamW for them either
+    assert "--adamw-impl npu unavailable" in caplog.text
