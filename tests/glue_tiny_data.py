@@ -102,3 +102,39 @@ def tiny_roberta_args(data: Path, task: str, extra: Sequence[str] = ()) -> List[
 
 def torch_threads(n: int = 1):
     torch.set_num_threads(n)
+
+
+def train_in_process(argv: Sequence[str]) -> List[dict]:
+    """Run fairseq-train in this process; returns the JSON records it logged (train_inner, train, valid)."""
+    import json
+    import logging
+
+    from fairseq import options
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from fairseq.distributed import utils as distributed_utils
+    from fairseq.logging import progress_bar
+    from fairseq_cli import train
+
+    records: List[dict] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record):
+            try:
+                stats = json.loads(record.getMessage())
+            except ValueError:
+                return
+            if isinstance(stats, dict):
+                records.append({"tag": record.name, **stats})
+
+    handler = Capture()
+    progress_bar.logger.addHandler(handler)
+    level = progress_bar.logger.level
+    progress_bar.logger.setLevel(logging.INFO)  # records are logged at INFO, whatever the root level
+    try:
+        parser = options.get_training_parser()
+        args = options.parse_args_and_arch(parser, input_args=list(argv))
+        distributed_utils.call_main(convert_namespace_to_omegaconf(args), train.main)
+    finally:
+        progress_bar.logger.removeHandler(handler)
+        progress_bar.logger.setLevel(level)
+    return records

@@ -1,0 +1,1 @@
+"""Command-line tools of the plugin: fairseq-npu-evaluate and fairseq-npu-predict."""

@@ -1,0 +1,119 @@
+"""Shared by fairseq-npu-evaluate and fairseq-npu-predict: load a sentence-prediction checkpoint, run it on a split."""
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+
+logger = logging.getLogger("fairseq_npu.cli")
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", help="binarized task directory (TASK-bin with input0/, input1/, label/)")
+    parser.add_argument("--path", required=True, help="checkpoint to load (checkpoint_best.pt, ...)")
+    parser.add_argument("--split", default=None, help="split to run on (evaluate: valid, predict: test)")
+    parser.add_argument("--glue-task", default=None,
+                        help="GLUE task (CoLA, SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE, WNLI, AX); "
+                             "default: inferred from the data directory name")
+    parser.add_argument("--batch-size", type=int, default=64, help="sentences per batch (default: 64)")
+    parser.add_argument("--max-tokens", type=int, default=None, help="padded tokens per batch (default: no limit)")
+    parser.add_argument("--device-type", choices=("auto", "npu", "cuda", "cpu"), default=None,
+                        help="device to run on (default: $FAIRSEQ_NPU_DEVICE or auto: npu > cuda > cpu)")
+    parser.add_argument("--cpu", action="store_true", help="run on cpu (same as --device-type cpu)")
+    parser.add_argument("--amp", action="store_true",
+                        help="autocast the forward pass to the device's half dtype (fp16, or bf16 on cpu)")
+
+
+def quiet_logs() -> None:
+    """Only warnings and errors on stderr: fairseq logs every dataset it loads at INFO."""
+    import fairseq_npu  # noqa: F401  (imports fairseq, which configures the root logger)
+
+    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", stream=sys.stderr)
+    logging.getLogger().setLevel(logging.WARNING)
+
+
+@dataclass
+class Batch:
+    ids: np.ndarray  # dataset indices (= line numbers of the split)
+    outputs: torch.Tensor  # classification head output, float32 on cpu: (bsz, num_classes)
+    targets: Optional[torch.Tensor]  # class indices or regression targets on cpu, or None (unlabelled split)
+
+
+class Predictor:
+    """A checkpoint, its task (data, dictionaries) and the device, ready to run over a split."""
+
+    def __init__(self, args: argparse.Namespace):
+        import fairseq_npu  # noqa: F401  (registers tasks/models and installs the device hooks)
+        from fairseq import checkpoint_utils
+
+        from fairseq_npu import device
+        from fairseq_npu.metrics import glue as glue_metrics
+
+        if not os.path.isfile(args.path):
+            raise FileNotFoundError(f"--path: no checkpoint at {args.path}")
+        if not os.path.isdir(args.data):
+            raise FileNotFoundError(f"data directory {args.data} does not exist")
+        self.backend = device.set_backend(args.device_type, force_cpu=args.cpu)
+        models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
+            [args.path], arg_overrides={"data": args.data}
+        )
+        self.model = models[0]
+        self.task = task
+        self.cfg = cfg
+        self.regression = bool(getattr(task.cfg, "regression_target", False))
+        self.head = getattr(task.cfg, "classification_head_name", "sentence_classification_head")
+        if not hasattr(self.model, "classification_heads") or self.head not in self.model.classification_heads:
+            raise ValueError(f"--path {args.path}: the model has no classification head named {self.head!r}")
+        self.glue_task = (
+            glue_metrics.glue_task_by_name(args.glue_task) if args.glue_task else glue_metrics.infer_glue_task(args.data)
+        )
+        self.device = self.backend.device() if self.backend.type != "cpu" else torch.device("cpu")
+        self.model.to(self.device).eval()
+        self.amp = args.amp
+        self.batch_size = args.batch_size
+        self.max_tokens = args.max_tokens
+
+    def _autocast(self):
+        if not self.amp:
+            return contextlib.nullcontext()
+        halves = self.backend.half_dtypes
+        dtype = torch.bfloat16 if self.backend.type == "cpu" or torch.float16 not in halves else torch.float16
+        return torch.autocast(device_type=self.backend.autocast_device_type, dtype=dtype)
+
+    def num_sentences(self, split: str) -> int:
+        return len(self.task.dataset(split))
+
+    def batches(self, split: str) -> Iterator[Batch]:
+        from fairseq import utils
+
+        self.task.load_dataset(split)
+        dataset = self.task.dataset(split)
+        itr = self.task.get_batch_iterator(
+            dataset=dataset,
+            max_tokens=self.max_tokens,
+            max_sentences=self.batch_size,
+            max_positions=utils.resolve_max_positions(self.task.max_positions(), self.model.max_positions()),
+            ignore_invalid_inputs=False,
+            seed=1,
+            epoch=1,
+            disable_iterator_cache=True,
+        ).next_epoch_itr(shuffle=False)
+        with torch.no_grad():
+            for sample in itr:
+                if not sample:
+                    continue
+                sample = utils.move_to_cuda(sample, device=self.device) if self.device.type != "cpu" else sample
+                with self._autocast():
+                    logits, _ = self.model(**sample["net_input"], features_only=True, classification_head_name=self.head)
+                target = sample.get("target")
+                yield Batch(
+                    ids=sample["id"].cpu().numpy(),
+                    outputs=logits.float().cpu(),
+                    targets=target.cpu() if target is not None else None,
+                )
