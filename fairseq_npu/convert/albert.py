@@ -14,61 +14,63 @@ from fairseq_npu.models.albert.config import ARCHITECTURES, AlbertConfig
 from fairseq_npu.models.albert.model import SENTENCE_ORDER_HEAD
 
 from .errors import ConversionError, check_complete
-from .renaming import rename
+from .renaming import Renamer
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_HEAD = "sentence_classification_head"  # the sentence_prediction criterion's default head name
 
-_LAYER = r"encoder\.transformer\.group\.(\d+)\.inner_group\.(\d+)"
-_ALBERT_LAYER = r"albert.encoder.albert_layer_groups.\1.albert_layers.\2"
-LONEPATIENT_TO_HF = [
-    (r"bert\.embeddings\.position_ids", None),
-    (r"bert\.embeddings\.(word_embeddings|position_embeddings|token_type_embeddings|LayerNorm)\.(weight|bias)",
-     r"albert.embeddings.\1.\2"),
-    (r"bert\.encoder\.embedding_hidden_mapping_in\.(weight|bias)", r"albert.encoder.embedding_hidden_mapping_in.\1"),
-    (rf"bert\.{_LAYER}\.attention\.self\.(query|key|value)\.(weight|bias)", rf"{_ALBERT_LAYER}.attention.\3.\4"),
-    (rf"bert\.{_LAYER}\.attention\.output\.dense\.(weight|bias)", rf"{_ALBERT_LAYER}.attention.dense.\3"),
-    (rf"bert\.{_LAYER}\.LayerNorm\.(weight|bias)", rf"{_ALBERT_LAYER}.attention.LayerNorm.\3"),
-    (rf"bert\.{_LAYER}\.LayerNorm_1\.(weight|bias)", rf"{_ALBERT_LAYER}.full_layer_layer_norm.\3"),
-    (rf"bert\.{_LAYER}\.ffn\.intermediate\.dense\.(weight|bias)", rf"{_ALBERT_LAYER}.ffn.\3"),
-    (rf"bert\.{_LAYER}\.ffn\.intermediate\.output\.dense\.(weight|bias)", rf"{_ALBERT_LAYER}.ffn_output.\3"),
-    (r"bert\.pooler\.dense\.(weight|bias)", r"albert.pooler.\1"),
-    (r"cls\.predictions\.transform\.dense\.(weight|bias)", r"predictions.dense.\1"),
-    (r"cls\.predictions\.transform\.LayerNorm\.(weight|bias)", r"predictions.LayerNorm.\1"),
-    (r"cls\.predictions\.decoder\.(weight|bias)", r"predictions.decoder.\1"),
-    (r"cls\.predictions\.bias", r"predictions.bias"),
-    (r"cls\.seq_relationship\.(weight|bias)", r"sop_classifier.classifier.\1"),
-    (r"classifier\.(weight|bias)", r"classifier.\1"),
-]
+_LP_LAYER = "bert.encoder.transformer.group.{g}.inner_group.{i}"
+_HF_LAYER = "albert.encoder.albert_layer_groups.{g}.albert_layers.{i}"
+_FS_LAYER = "encoder.layer_groups.{g}.{i}"
 
-_HF_LAYER = r"albert\.encoder\.albert_layer_groups\.(\d+)\.albert_layers\.(\d+)"
-_FS_LAYER = r"encoder.layer_groups.\1.\2"
+LONEPATIENT_TO_HF = Renamer([
+    ("bert.embeddings.position_ids", None),
+    ("bert.embeddings.{emb}.{w}", "albert.embeddings.{emb}.{w}"),
+    ("bert.encoder.embedding_hidden_mapping_in.{w}", "albert.encoder.embedding_hidden_mapping_in.{w}"),
+    (f"{_LP_LAYER}.attention.self.{{proj}}.{{w}}", f"{_HF_LAYER}.attention.{{proj}}.{{w}}"),
+    (f"{_LP_LAYER}.attention.output.dense.{{w}}", f"{_HF_LAYER}.attention.dense.{{w}}"),
+    (f"{_LP_LAYER}.LayerNorm.{{w}}", f"{_HF_LAYER}.attention.LayerNorm.{{w}}"),
+    (f"{_LP_LAYER}.LayerNorm_1.{{w}}", f"{_HF_LAYER}.full_layer_layer_norm.{{w}}"),
+    (f"{_LP_LAYER}.ffn.intermediate.dense.{{w}}", f"{_HF_LAYER}.ffn.{{w}}"),
+    (f"{_LP_LAYER}.ffn.intermediate.output.dense.{{w}}", f"{_HF_LAYER}.ffn_output.{{w}}"),
+    ("bert.pooler.dense.{w}", "albert.pooler.{w}"),
+    ("cls.predictions.transform.dense.{w}", "predictions.dense.{w}"),
+    ("cls.predictions.transform.LayerNorm.{w}", "predictions.LayerNorm.{w}"),
+    ("cls.predictions.decoder.{w}", "predictions.decoder.{w}"),
+    ("cls.predictions.bias", "predictions.bias"),
+    ("cls.seq_relationship.{w}", "sop_classifier.classifier.{w}"),
+    ("classifier.{w}", "classifier.{w}"),
+])
 
 
-def hf_to_fairseq_rules(head_name: str):
-    return [
-        (r"albert\.embeddings\.(position_ids|token_type_ids)", None),  # buffers
-        (r"albert\.embeddings\.(word_embeddings|position_embeddings|token_type_embeddings)\.weight",
-         r"encoder.embeddings.\1.weight"),
-        (r"albert\.embeddings\.LayerNorm\.(weight|bias)", r"encoder.embeddings.layer_norm.\1"),
-        (r"albert\.encoder\.embedding_hidden_mapping_in\.(weight|bias)", r"encoder.embed_projection.\1"),
-        (rf"{_HF_LAYER}\.attention\.query\.(weight|bias)", rf"{_FS_LAYER}.self_attn.q_proj.\3"),
-        (rf"{_HF_LAYER}\.attention\.key\.(weight|bias)", rf"{_FS_LAYER}.self_attn.k_proj.\3"),
-        (rf"{_HF_LAYER}\.attention\.value\.(weight|bias)", rf"{_FS_LAYER}.self_attn.v_proj.\3"),
-        (rf"{_HF_LAYER}\.attention\.dense\.(weight|bias)", rf"{_FS_LAYER}.self_attn.out_proj.\3"),
-        (rf"{_HF_LAYER}\.attention\.LayerNorm\.(weight|bias)", rf"{_FS_LAYER}.self_attn_layer_norm.\3"),
-        (rf"{_HF_LAYER}\.ffn\.(weight|bias)", rf"{_FS_LAYER}.fc1.\3"),
-        (rf"{_HF_LAYER}\.ffn_output\.(weight|bias)", rf"{_FS_LAYER}.fc2.\3"),
-        (rf"{_HF_LAYER}\.full_layer_layer_norm\.(weight|bias)", rf"{_FS_LAYER}.final_layer_norm.\3"),
-        (r"albert\.pooler\.(weight|bias)", r"encoder.pooler.\1"),
-        (r"predictions\.dense\.(weight|bias)", r"encoder.lm_head.dense.\1"),
-        (r"predictions\.LayerNorm\.(weight|bias)", r"encoder.lm_head.layer_norm.\1"),
-        (r"predictions\.bias", r"encoder.lm_head.bias"),
-        (r"predictions\.decoder\.(weight|bias)", r"tied.decoder.\1"),  # checked, then dropped (tied)
-        (r"classifier\.(weight|bias)", rf"classification_heads.{head_name}.out_proj.\1"),
-        (r"sop_classifier\.classifier\.(weight|bias)", rf"classification_heads.{SENTENCE_ORDER_HEAD}.out_proj.\1"),
-    ]
+def hf_to_fairseq(head_name: str) -> Renamer:
+    return Renamer([
+        ("albert.embeddings.position_ids", None),  # buffers
+        ("albert.embeddings.token_type_ids", None),
+        ("albert.embeddings.word_embeddings.weight", "encoder.embeddings.word_embeddings.weight"),
+        ("albert.embeddings.position_embeddings.weight", "encoder.embeddings.position_embeddings.weight"),
+        ("albert.embeddings.token_type_embeddings.weight", "encoder.embeddings.token_type_embeddings.weight"),
+        ("albert.embeddings.LayerNorm.{w}", "encoder.embeddings.layer_norm.{w}"),
+        ("albert.encoder.embedding_hidden_mapping_in.{w}", "encoder.embed_projection.{w}"),
+        (f"{_HF_LAYER}.attention.query.{{w}}", f"{_FS_LAYER}.self_attn.q_proj.{{w}}"),
+        (f"{_HF_LAYER}.attention.key.{{w}}", f"{_FS_LAYER}.self_attn.k_proj.{{w}}"),
+        (f"{_HF_LAYER}.attention.value.{{w}}", f"{_FS_LAYER}.self_attn.v_proj.{{w}}"),
+        (f"{_HF_LAYER}.attention.dense.{{w}}", f"{_FS_LAYER}.self_attn.out_proj.{{w}}"),
+        (f"{_HF_LAYER}.attention.LayerNorm.{{w}}", f"{_FS_LAYER}.self_attn_layer_norm.{{w}}"),
+        (f"{_HF_LAYER}.ffn.{{w}}", f"{_FS_LAYER}.fc1.{{w}}"),
+        (f"{_HF_LAYER}.ffn_output.{{w}}", f"{_FS_LAYER}.fc2.{{w}}"),
+        (f"{_HF_LAYER}.full_layer_layer_norm.{{w}}", f"{_FS_LAYER}.final_layer_norm.{{w}}"),
+        ("albert.pooler.{w}", "encoder.pooler.{w}"),
+        ("predictions.dense.{w}", "encoder.lm_head.dense.{w}"),
+        ("predictions.LayerNorm.{w}", "encoder.lm_head.layer_norm.{w}"),
+        ("predictions.bias", "encoder.lm_head.bias"),
+        ("predictions.decoder.{w}", "tied.decoder.{w}"),  # checked against the embeddings, then dropped (tied)
+        ("classifier.{w}", f"classification_heads.{head_name}.out_proj.{{w}}"),
+        ("sop_classifier.classifier.{w}", f"classification_heads.{SENTENCE_ORDER_HEAD}.out_proj.{{w}}"),
+        # the MLM output matrix is the word embedding matrix: name it by the embedding in messages
+        ("albert.embeddings.word_embeddings.weight", "encoder.lm_head.weight"),
+    ])
 
 
 # weights a classification or MLM-only checkpoint may lack; they start from a fresh initialisation
@@ -153,18 +155,18 @@ def convert_albert(state: Dict[str, torch.Tensor], config: dict, source: str, he
                 f"{source}: embedding_size == hidden_size: the bert.-named implementation skips "
                 "embedding_hidden_mapping_in then, which this model always applies; not supported"
             )
-        state, lp_origin = rename(state, LONEPATIENT_TO_HF, source)
+        state = LONEPATIENT_TO_HF.forward(state, source)
         notes.append("lonePatient/albert_pytorch (bert.) names mapped to Hugging Face names")
     else:
-        lp_origin = {}
         # a bare AlbertModel saves its tensors without the "albert." prefix
         state = {("albert." + k if k.split(".")[0] in ("embeddings", "encoder", "pooler") else k): v
                  for k, v in state.items()}
-    converted, origin = rename(state, hf_to_fairseq_rules(head_name), source)
+    renamer = hf_to_fairseq(head_name)
+    converted = renamer.forward(state, source)
 
     def source_name(fairseq_name):
-        hf = origin.get(fairseq_name, fairseq_name)
-        return lp_origin.get(hf, hf)
+        hf = renamer.source_name(fairseq_name)
+        return LONEPATIENT_TO_HF.source_name(hf) if lonepatient else hf
 
     vocab_size = config.get("vocab_size")
     words = converted.get("encoder.embeddings.word_embeddings.weight")
@@ -210,7 +212,6 @@ def convert_albert(state: Dict[str, torch.Tensor], config: dict, source: str, he
     if fresh:
         parts = sorted({k.split(".")[1] for k in fresh})
         notes.append(f"not in the source, freshly initialised: {', '.join('encoder.' + p for p in parts)}")
-    # lm_head.weight is the tied embedding: compare through the embedding's own name
     check_complete(converted, reference, source, source_name)
     if heads:
         notes.append("classification heads: " + ", ".join(f"{h} ({n} outputs)" for h, n in heads.items()))

@@ -32,7 +32,7 @@ def check_complete(converted: Dict[str, torch.Tensor], reference: Dict[str, torc
             f"{source}: missing tensor {name(missing[0])!r} (fairseq {missing[0]})"
             + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
         )
-    reject_unexpected([k for k in converted if k not in reference], source)
+    reject_unexpected([name(k) for k in converted if k not in reference], source)
     for k, v in converted.items():
         if tuple(v.shape) != tuple(reference[k].shape):
             raise ConversionError(

@@ -1,4 +1,8 @@
-"""Rename a state dict by an ordered list of regular-expression rules; any name no rule covers is an error."""
+"""Two-way tensor renaming by name templates such as ``"a.{g}.b.{w}" -> "x.{g}.{w}"``.
+
+Forward, every source name must match a rule (else it is reported as unexpected); backward, a target name is
+turned into the source name it would come from, so errors about missing tensors speak the source's language.
+"""
 
 import re
 from typing import Dict, List, Optional, Tuple
@@ -7,22 +11,36 @@ import torch
 
 from .errors import reject_unexpected
 
-Rule = Tuple[str, Optional[str]]  # (pattern, replacement); replacement None = drop the tensor (buffers)
+Rule = Tuple[str, Optional[str]]  # (source template, target template); target None = drop (buffers)
 
 
-def rename(state: Dict[str, torch.Tensor], rules: List[Rule], source: str):
-    """Returns (renamed state, {new name: old name})."""
-    compiled = [(re.compile(p), r) for p, r in rules]
-    out, origin, unknown = {}, {}, []
-    for name, tensor in state.items():
-        for pattern, replacement in compiled:
-            if pattern.fullmatch(name):
-                if replacement is not None:
-                    new = pattern.sub(replacement, name)
-                    out[new] = tensor
-                    origin[new] = name
-                break
-        else:
-            unknown.append(name)
-    reject_unexpected(unknown, source)
-    return out, origin
+def _regex(template: str):
+    parts = re.split(r"\{(\w+)\}", template)
+    pattern = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>[^.]+)" for i, p in enumerate(parts))
+    return re.compile(pattern)
+
+
+class Renamer:
+    def __init__(self, rules: List[Rule]):
+        self.rules = [(_regex(s), s, _regex(t) if t else None, t) for s, t in rules]
+
+    def forward(self, state: Dict[str, torch.Tensor], source: str):
+        out, unknown = {}, []
+        for name, tensor in state.items():
+            for src_re, _, _, target in self.rules:
+                m = src_re.fullmatch(name)
+                if m:
+                    if target is not None:
+                        out[target.format(**m.groupdict())] = tensor
+                    break
+            else:
+                unknown.append(name)
+        reject_unexpected(unknown, source)
+        return out
+
+    def source_name(self, target_name: str) -> str:
+        for _, src, target_re, _ in self.rules:
+            m = target_re.fullmatch(target_name) if target_re is not None else None
+            if m:
+                return src.format(**m.groupdict())
+        return target_name

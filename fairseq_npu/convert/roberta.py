@@ -12,34 +12,36 @@ import torch
 
 from .albert import DEFAULT_HEAD
 from .errors import ConversionError, check_complete
-from .renaming import rename
+from .renaming import Renamer
 
-_HF_LAYER = r"roberta\.encoder\.layer\.(\d+)"
-_FS_LAYER = r"encoder.sentence_encoder.layers.\1"
+_HF_LAYER = "roberta.encoder.layer.{n}"
+_FS_LAYER = "encoder.sentence_encoder.layers.{n}"
 
 
-def hf_to_fairseq_rules(head_name: str):
-    return [
-        (r"roberta\.embeddings\.(position_ids|token_type_ids)", None),  # buffers
-        (r"roberta\.pooler\.dense\.(weight|bias)", None),  # RobertaModel's pooler: fairseq roberta has none
-        (r"roberta\.embeddings\.word_embeddings\.weight", r"encoder.sentence_encoder.embed_tokens.weight"),
-        (r"roberta\.embeddings\.position_embeddings\.weight", r"encoder.sentence_encoder.embed_positions.weight"),
-        (r"roberta\.embeddings\.token_type_embeddings\.weight", r"folded.token_type_embeddings"),
-        (r"roberta\.embeddings\.LayerNorm\.(weight|bias)", r"encoder.sentence_encoder.layernorm_embedding.\1"),
-        (rf"{_HF_LAYER}\.attention\.self\.query\.(weight|bias)", rf"{_FS_LAYER}.self_attn.q_proj.\2"),
-        (rf"{_HF_LAYER}\.attention\.self\.key\.(weight|bias)", rf"{_FS_LAYER}.self_attn.k_proj.\2"),
-        (rf"{_HF_LAYER}\.attention\.self\.value\.(weight|bias)", rf"{_FS_LAYER}.self_attn.v_proj.\2"),
-        (rf"{_HF_LAYER}\.attention\.output\.dense\.(weight|bias)", rf"{_FS_LAYER}.self_attn.out_proj.\2"),
-        (rf"{_HF_LAYER}\.attention\.output\.LayerNorm\.(weight|bias)", rf"{_FS_LAYER}.self_attn_layer_norm.\2"),
-        (rf"{_HF_LAYER}\.intermediate\.dense\.(weight|bias)", rf"{_FS_LAYER}.fc1.\2"),
-        (rf"{_HF_LAYER}\.output\.dense\.(weight|bias)", rf"{_FS_LAYER}.fc2.\2"),
-        (rf"{_HF_LAYER}\.output\.LayerNorm\.(weight|bias)", rf"{_FS_LAYER}.final_layer_norm.\2"),
-        (r"lm_head\.dense\.(weight|bias)", r"encoder.lm_head.dense.\1"),
-        (r"lm_head\.layer_norm\.(weight|bias)", r"encoder.lm_head.layer_norm.\1"),
-        (r"lm_head\.bias", r"encoder.lm_head.bias"),
-        (r"lm_head\.decoder\.(weight|bias)", r"tied.decoder.\1"),
-        (r"classifier\.(dense|out_proj)\.(weight|bias)", rf"classification_heads.{head_name}.\1.\2"),
-    ]
+def hf_to_fairseq(head_name: str) -> Renamer:
+    return Renamer([
+        ("roberta.embeddings.position_ids", None),  # buffers
+        ("roberta.embeddings.token_type_ids", None),
+        ("roberta.pooler.dense.{w}", None),  # RobertaModel's pooler: fairseq roberta has none
+        ("roberta.embeddings.word_embeddings.weight", "encoder.sentence_encoder.embed_tokens.weight"),
+        ("roberta.embeddings.position_embeddings.weight", "encoder.sentence_encoder.embed_positions.weight"),
+        ("roberta.embeddings.token_type_embeddings.weight", "folded.token_type_embeddings"),
+        ("roberta.embeddings.LayerNorm.{w}", "encoder.sentence_encoder.layernorm_embedding.{w}"),
+        (f"{_HF_LAYER}.attention.self.query.{{w}}", f"{_FS_LAYER}.self_attn.q_proj.{{w}}"),
+        (f"{_HF_LAYER}.attention.self.key.{{w}}", f"{_FS_LAYER}.self_attn.k_proj.{{w}}"),
+        (f"{_HF_LAYER}.attention.self.value.{{w}}", f"{_FS_LAYER}.self_attn.v_proj.{{w}}"),
+        (f"{_HF_LAYER}.attention.output.dense.{{w}}", f"{_FS_LAYER}.self_attn.out_proj.{{w}}"),
+        (f"{_HF_LAYER}.attention.output.LayerNorm.{{w}}", f"{_FS_LAYER}.self_attn_layer_norm.{{w}}"),
+        (f"{_HF_LAYER}.intermediate.dense.{{w}}", f"{_FS_LAYER}.fc1.{{w}}"),
+        (f"{_HF_LAYER}.output.dense.{{w}}", f"{_FS_LAYER}.fc2.{{w}}"),
+        (f"{_HF_LAYER}.output.LayerNorm.{{w}}", f"{_FS_LAYER}.final_layer_norm.{{w}}"),
+        ("lm_head.dense.{w}", "encoder.lm_head.dense.{w}"),
+        ("lm_head.layer_norm.{w}", "encoder.lm_head.layer_norm.{w}"),
+        ("lm_head.bias", "encoder.lm_head.bias"),
+        ("lm_head.decoder.{w}", "tied.decoder.{w}"),
+        ("classifier.{layer}.{w}", f"classification_heads.{head_name}.{{layer}}.{{w}}"),
+        ("roberta.embeddings.word_embeddings.weight", "encoder.lm_head.weight"),
+    ])
 
 
 HF_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_accurate", "gelu_pytorch_tanh": "gelu_accurate", "relu": "relu"}
@@ -105,10 +107,9 @@ def convert_roberta(state: Dict[str, torch.Tensor], config: dict, source: str, h
     options = model_options(config, source)
     state = {("roberta." + k if k.split(".")[0] in ("embeddings", "encoder", "pooler") else k): v
              for k, v in state.items()}
-    converted, origin = rename(state, hf_to_fairseq_rules(head_name), source)
-
-    def source_name(fairseq_name):
-        return origin.get(fairseq_name, fairseq_name)
+    renamer = hf_to_fairseq(head_name)
+    converted = renamer.forward(state, source)
+    source_name = renamer.source_name
 
     words = converted.get("encoder.sentence_encoder.embed_tokens.weight")
     if words is None:
@@ -139,6 +140,9 @@ def convert_roberta(state: Dict[str, torch.Tensor], config: dict, source: str, h
             dense = converted.get(f"classification_heads.{name}.dense.weight")
             heads[name] = (v.size(0), dense.size(0) if dense is not None else options["encoder_embed_dim"])
     reference = build_reference_model(options, words.size(0), heads).state_dict()
+    for k in reference:
+        if k.endswith(".version"):  # fairseq's state-dict format marker, not a weight
+            converted[k] = reference[k].clone()
     fresh = [k for k in reference if k not in converted and k.startswith("encoder.lm_head.")]
     for k in fresh:
         converted[k] = reference[k].clone()

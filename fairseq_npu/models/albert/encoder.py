@@ -18,10 +18,6 @@ def group_of_application(i: int, num_layers: int, num_groups: int) -> int:
 class AlbertEncoder(FairseqEncoder):
     def __init__(self, cfg, dictionary):
         super().__init__(dictionary)
-        if cfg.encoder_layers % cfg.num_hidden_groups:
-            raise ValueError(
-                f"--encoder-layers {cfg.encoder_layers} is not a multiple of --num-hidden-groups {cfg.num_hidden_groups}"
-            )
         self.cfg = cfg
         self.num_layers = cfg.encoder_layers
         self.padding_idx = dictionary.pad()
