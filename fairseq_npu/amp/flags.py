@@ -6,8 +6,8 @@ fairseq's dataclass configs drop flags they do not know, so these act while the 
 * ``--amp-dtype auto|float16|bfloat16`` picks the autocast dtype of ``--amp`` (O1). auto: float16 on cuda and
   npu (bfloat16 where the device has no float16), bfloat16 on cpu.
 * ModelZoo's ``--use-apex --opt-level O1|O2 --loss-scale N|dynamic`` and ``--use-npu-adam`` are rewritten into
-  this plugin's flags before fairseq parses (see ``translate``). When Ascend/NVIDIA apex is importable,
-  ``--use-apex`` runs apex.amp instead (``fairseq_npu.amp.apex_amp``).
+  this plugin's flags before fairseq parses (see ``translate``): the same precision recipe, run by torch.amp
+  (apex.amp itself is not driven, even when installed; a one-line notice says so).
 * ``--bf16`` no longer implies ``--tpu`` (stock sets it unconditionally, and the Trainer then looks for an XLA
   device); an explicit ``--tpu`` keeps the stock meaning.
 """
@@ -26,7 +26,6 @@ from fairseq_npu import device
 logger = logging.getLogger(__name__)
 
 AMP_DTYPE_ENV = "FAIRSEQ_NPU_AMP_DTYPE"
-APEX_ENV = "FAIRSEQ_NPU_APEX"  # "O1:<loss scale>" / "O2:<loss scale>" when apex.amp runs the mixed precision
 AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 OPT_LEVELS = ("O0", "O1", "O2")
 PRECISION_FLAGS = ("--fp16", "--bf16", "--amp", "--memory-efficient-fp16", "--memory-efficient-bf16")
@@ -75,8 +74,8 @@ def add_args(parser) -> None:
                        help="fairseq_npu: autocast dtype for --amp (default auto: float16 on cuda/npu, "
                             "bfloat16 on cpu); bfloat16 runs without loss scaling")
     group.add_argument("--use-apex", action="store_true",
-                       help="fairseq_npu: ModelZoo flag; apex.amp if installed, else the same precision through "
-                            "torch.amp (O1 -> --amp, O2 -> --fp16)")
+                       help="fairseq_npu: ModelZoo flag; the same precision through torch.amp "
+                            "(O1 -> --amp --amp-dtype float16, O2 -> --fp16)")
     group.add_argument("--opt-level", choices=OPT_LEVELS, default="O1",
                        help="fairseq_npu: apex opt level with --use-apex (O0 fp32, O1 autocast, O2 half weights "
                             "with fp32 master weights)")
@@ -137,17 +136,15 @@ def translate(argv: List[str]) -> List[str]:
 
     if _has(argv, "--use-apex"):
         level = _value(argv, "--opt-level") or "O1"
-        os.environ.pop(APEX_ENV, None)
-        if level != "O0" and apex_available():
-            os.environ[APEX_ENV] = f"{level}:{loss_scale or 'dynamic'}"
-            notes.append(f"--use-apex --opt-level {level}: mixed precision by apex.amp")
-        elif level != "O0":
+        if level != "O0":
             mode = "--amp" if level == "O1" else "--fp16"
             if not any(_has(argv, f) for f in PRECISION_FLAGS):
                 argv.append(mode)
                 if level == "O1" and not _has(argv, "--amp-dtype"):
                     argv += ["--amp-dtype", "float16"]  # apex O1 is fp16 autocast
-            notes.append(f"apex is not installed: --use-apex --opt-level {level} runs as {mode} with torch.amp")
+            why = ("apex.amp is installed but not driven by this plugin" if apex_available()
+                   else "apex is not installed")
+            notes.append(f"{why}: --use-apex --opt-level {level} runs as {mode} with torch.amp")
     for note in notes:
         print(f"fairseq_npu: {note}", file=sys.stderr)
     return argv
