@@ -1,13 +1,20 @@
 """Byte-identical output to fairseq's own GLUE pipeline on the real SST-2, STS-B, RTE, MRPC and CoLA files.
 
-The stock side runs the steps of the installed fairseq's examples/roberta/preprocess_GLUE_tasks.sh with the real
-tools: ``tail``/``cut``/``awk`` for the text steps, examples/roberta/multiprocessing_bpe_encoder.py (``main()``,
-``--keep-empty``) for BPE and fairseq_cli/preprocess.py (``main()``) for binarisation. They run in this process
-instead of one Python start per step (~5 s each), which keeps the five tasks within the test budget; the
-benchmark (benchmarks/bench_preprocess.py) runs the script itself and checks the same identity.
+Two checks, because the stock pipeline is slow (fairseq's Python BPE and Binarizer: minutes for these five tasks
+on two cores, far over the test budget):
+
+* live: the steps of the installed fairseq's examples/roberta/preprocess_GLUE_tasks.sh run here with the real
+  tools (``tail``/``cut``/``awk``; examples/roberta/multiprocessing_bpe_encoder.py ``main()`` with
+  ``--keep-empty``; fairseq_cli/preprocess.py ``main()``), in this process, on the first rows of every split of
+  the five tasks; our output must equal theirs byte for byte;
+* full: our output for the complete five tasks must have the sha256 of every file that the stock script itself
+  wrote (tests/test_preprocess_stock_sha256.json, made by ``python benchmarks/bench_preprocess.py --cases ''
+  --write-stock-hashes tests/test_preprocess_stock_sha256.json``, which runs the unmodified script by bash).
 """
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import subprocess
@@ -20,6 +27,9 @@ from fairseq_npu.preprocess import preprocess_task
 
 # as conftest's shared_data fixture, but usable from module-scoped fixtures
 SHARED_DATA = Path(os.environ.get("FAIRSEQ_NPU_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+STOCK_HASHES = Path(__file__).with_name("test_preprocess_stock_sha256.json")
+LIVE_ROWS = 150  # rows per split in the live comparison
 
 PARITY_TASKS = ("SST-2", "STS-B", "RTE", "MRPC", "CoLA")
 
@@ -103,24 +113,36 @@ def output_files(bin_dir: Path):
     )
 
 
-@pytest.fixture(scope="module")
-def stock_and_ours(tmp_path_factory):
+def _head(src: Path, dst: Path, rows: int):
+    dst.mkdir(parents=True)
+    for split in ("train", "dev", "test"):
+        lines = (src / f"{split}.tsv").read_bytes().split(b"\n")
+        (dst / f"{split}.tsv").write_bytes(b"\n".join(lines[: rows + 1]) + b"\n")
+
+
+def _shared_data() -> Path:
     if not (SHARED_DATA / "glue").is_dir():
         pytest.skip(f"real GLUE data not found at {SHARED_DATA} (set FAIRSEQ_NPU_SHARED_DATA)")
-    shared = SHARED_DATA
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    shared = _shared_data()
     vocab = shared / "vocab" / "gpt2_bpe"
     root = tmp_path_factory.mktemp("parity")
     stock, ours = {}, {}
     for task in PARITY_TASKS:
-        stock[task] = run_stock_pipeline(shared / "glue" / task, task, root / "stock", vocab, root / "work")
-        ours[task] = preprocess_task(shared / "glue", task, dest=root / "ours", vocab_dir=vocab, workers=2,
+        _head(shared / "glue" / task, root / "glue" / task, LIVE_ROWS)
+        stock[task] = run_stock_pipeline(root / "glue" / task, task, root / "stock", vocab, root / "work")
+        ours[task] = preprocess_task(root / "glue", task, dest=root / "ours", vocab_dir=vocab, workers=2,
                                      download=False)
     return stock, ours
 
 
 @pytest.mark.parametrize("task", PARITY_TASKS)
-def test_byte_identical_to_fairseq_pipeline(stock_and_ours, task):
-    stock, ours = stock_and_ours[0][task], stock_and_ours[1][task]
+def test_byte_identical_to_fairseq_pipeline_live(live, task):
+    stock, ours = live[0][task], live[1][task]
     files = output_files(stock)
     expected = {"input0/dict.txt", "input0/train.bin", "input0/train.idx", "input0/valid.bin", "input0/valid.idx",
                 "input0/test.bin", "input0/test.idx"}
@@ -130,14 +152,29 @@ def test_byte_identical_to_fairseq_pipeline(stock_and_ours, task):
         assert (ours / rel).read_bytes() == (stock / rel).read_bytes(), f"{task}-bin/{rel} differs from fairseq's"
 
 
-def test_parity_outputs_have_the_expected_rows(stock_and_ours):
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    shared = _shared_data()
+    root = tmp_path_factory.mktemp("full")
+    return {task: preprocess_task(shared / "glue", task, dest=root, vocab_dir=shared / "vocab" / "gpt2_bpe",
+                                  workers=2, download=False) for task in PARITY_TASKS}
+
+
+@pytest.mark.parametrize("task", PARITY_TASKS)
+def test_full_real_task_has_the_stock_scripts_bytes(full, task):
+    expected = json.loads(STOCK_HASHES.read_text())[task]
+    got = {rel: hashlib.sha256((full[task] / rel).read_bytes()).hexdigest() for rel in output_files(full[task])}
+    assert sorted(got) == sorted(expected)
+    assert [rel for rel in expected if got[rel] != expected[rel]] == []
+
+
+def test_full_outputs_have_the_glue_row_counts(full):
     """The identity above is not vacuous: the real splits are all there (GLUE sizes, minus header lines)."""
     from fairseq.data.indexed_dataset import MMapIndexedDataset
 
-    ours = stock_and_ours[1]
-    assert len(MMapIndexedDataset(str(ours["SST-2"] / "input0" / "train"))) == 67349
-    assert len(MMapIndexedDataset(str(ours["CoLA"] / "input0" / "train"))) == 8551
-    assert len(MMapIndexedDataset(str(ours["RTE"] / "input1" / "valid"))) == 277
-    assert len(MMapIndexedDataset(str(ours["MRPC"] / "label" / "train"))) == 3668
-    assert (ours["STS-B"] / "label" / "valid.label").read_text().count("\n") == 1500
-    assert (ours["SST-2"] / "label" / "dict.txt").read_text() == "1 37569\n0 29780\nmadeupword0000 0\nmadeupword0001 0\n"
+    assert len(MMapIndexedDataset(str(full["SST-2"] / "input0" / "train"))) == 67349
+    assert len(MMapIndexedDataset(str(full["CoLA"] / "input0" / "train"))) == 8551
+    assert len(MMapIndexedDataset(str(full["RTE"] / "input1" / "valid"))) == 277
+    assert len(MMapIndexedDataset(str(full["MRPC"] / "label" / "train"))) == 3668
+    assert (full["STS-B"] / "label" / "valid.label").read_text().count("\n") == 1500
+    assert (full["SST-2"] / "label" / "dict.txt").read_text() == "1 37569\n0 29780\nmadeupword0000 0\nmadeupword0001 0\n"
