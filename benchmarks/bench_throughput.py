@@ -1,0 +1,101 @@
+"""Training throughput on real SST-2: stock fairseq-train vs the plugin (step by step up to its best settings) vs a
+Hugging Face loop, run back to back in one invocation, order alternated between repeats.
+
+Rows per model (same model size, batch size, data, seed and learning-rate schedule everywhere):
+
+- ``stock``: ``fairseq-train --task sentence_prediction --optimizer adam`` in fp32, the best stock fairseq can do
+  on a CPU (stock ``--amp`` autocasts on cuda only, stock ``--bf16`` switches to TPU mode). ALBERT has no stock
+  fairseq model, so its stock row loads the plugin for the model only and keeps the stock task and optimizer.
+- ``plugin, stock flags`` (roberta): the same command plus ``--user-dir fairseq_npu``: the cost of the hooks.
+- ``+ length grouping``: ``--task sentence_prediction_npu --group-by-length``.
+- ``+ fused_adamw``: ``--optimizer fused_adamw``.
+- ``+ bf16 autocast``: ``--amp`` (bf16 on cpu): the plugin's best settings.
+- ``HF loop`` / ``HF loop + grouping + bf16``: ``hf_loop.py``.
+
+Samples/s are measured over the updates after the warm-up, from fairseq's per-interval ``ups`` x ``bsz``.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+import fairseq_log  # noqa: E402
+import glue_data  # noqa: E402
+
+LOG_INTERVAL = 10
+
+
+def fairseq_rows(model: str, data: Path, batch_size: int, max_update: int):
+    base = [str(common.BIN / "fairseq-train"), str(data), *common.common_train_flags(batch_size, 1e-4, 2000, 100),
+            *common.model_flags(model), *common.task_flags("SST-2"),
+            "--max-update", str(max_update), "--log-interval", str(LOG_INTERVAL),
+            "--no-save", "--disable-validation"]
+    user_dir = ["--user-dir", "fairseq_npu"]
+    stock = ["--task", "sentence_prediction", "--optimizer", "adam"]
+    rows = []
+    if model == "roberta":
+        rows.append(("stock", base + stock))
+        rows.append(("plugin, stock flags", base + user_dir + stock))
+    else:
+        rows.append(("stock", base + user_dir + stock))
+    grouped = base + user_dir + ["--task", "sentence_prediction_npu", "--group-by-length"]
+    rows.append(("+ length grouping", grouped + ["--optimizer", "adam"]))
+    rows.append(("+ fused_adamw", grouped + ["--optimizer", "fused_adamw"]))
+    rows.append(("+ bf16 autocast (plugin best)", grouped + ["--optimizer", "fused_adamw", "--amp"]))
+    return rows
+
+
+def hf_rows(model: str, data: Path, batch_size: int, warmup: int, updates: int):
+    base = [sys.executable, str(common.REPO / "benchmarks" / "hf_loop.py"), "--model", model, "--data", str(data),
+            "--batch-size", str(batch_size), "--warmup", str(warmup), "--updates", str(updates)]
+    return [("HF loop", base), ("HF loop + grouping + bf16", base + ["--group-by-length", "--bf16"])]
+
+
+def measure(name: str, cmd, log: Path, warmup: int) -> dict:
+    info = common.run_logged(cmd, log)
+    text = log.read_text()
+    if "hf_loop.py" in " ".join(cmd):
+        tp = json.loads(text.strip().splitlines()[-1])
+    else:
+        tp = fairseq_log.throughput(fairseq_log.parse_records(text).get("train_inner", []), warmup).__dict__
+    print(f"  {name:34s} {tp['samples_per_s']:8.1f} samples/s  (load {info['load_before']} -> {info['load_after']})",
+          flush=True)
+    return dict(name=name, **tp, **info)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", default="roberta,albert")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--warmup", type=int, default=20, help="updates before measuring (a multiple of 10)")
+    p.add_argument("--updates", type=int, default=80, help="measured updates (a multiple of 10)")
+    p.add_argument("--repeats", type=int, default=2, help="each repeat runs the rows in the reverse order")
+    p.add_argument("--out", default="throughput_cpu")
+    a = p.parse_args(argv)
+
+    result = dict(machine=common.machine(), batch_size=a.batch_size, warmup=a.warmup, updates=a.updates,
+                  sizes=common.SIZES, models={})
+    for model in a.models.split(","):
+        data = glue_data.build(model, "SST-2")
+        rows = fairseq_rows(model, data, a.batch_size, a.warmup + a.updates)
+        rows += hf_rows(model, data, a.batch_size, a.warmup, a.updates)
+        runs = {name: [] for name, _ in rows}
+        commands = {name: common.shell_command(cmd) for name, cmd in rows}
+        for rep in range(a.repeats):
+            order = rows if rep % 2 == 0 else rows[::-1]
+            print(f"{model}, repeat {rep + 1}/{a.repeats}", flush=True)
+            for name, cmd in order:
+                slug = name.replace(" ", "_").replace(",", "").replace("+", "plus").replace("(", "").replace(")", "")
+                log = common.WORK / "throughput" / model / f"{slug}.{rep}.log"
+                runs[name].append(measure(name, cmd, log, a.warmup))
+        result["models"][model] = dict(rows=[dict(name=n, command=commands[n], runs=runs[n]) for n, _ in rows])
+        common.save_result(a.out, result)  # partial results survive an interrupted run
+    print(common.save_result(a.out, result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

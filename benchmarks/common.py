@@ -1,0 +1,139 @@
+"""Shared pieces of the benchmark scripts: model sizes, command lines, running a command with the machine's load
+recorded around it, and the machine description."""
+
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+WORK = REPO / "work_dirs" / "benchmarks"
+RESULTS = REPO / "benchmarks" / "results"
+
+# reduced sizes for CPU (the issue's roberta 4 layers x 256); ALBERT keeps its factorized 128-dim embedding
+SIZES = {
+    "roberta": dict(layers=4, dim=256, ffn=1024, heads=4),
+    "albert": dict(layers=4, dim=256, ffn=1024, heads=4, embedding_dim=128),
+}
+
+
+# smaller still for the accuracy curves, so that each from-scratch run fits in a few minutes on 2 shared cores
+SMALL_SIZES = {
+    "roberta": dict(layers=2, dim=128, ffn=512, heads=2),
+    "albert": dict(layers=2, dim=128, ffn=512, heads=2, embedding_dim=128),
+}
+
+
+def model_flags(model: str, sizes: Optional[Dict[str, dict]] = None) -> List[str]:
+    s = (sizes or SIZES)[model]
+    flags = ["--arch", f"{model}_base", "--encoder-layers", str(s["layers"]), "--encoder-embed-dim", str(s["dim"]),
+             "--encoder-ffn-embed-dim", str(s["ffn"]), "--encoder-attention-heads", str(s["heads"])]
+    if model == "albert":
+        flags += ["--embedding-dim", str(s["embedding_dim"])]
+    return flags
+
+
+def task_flags(task: str) -> List[str]:
+    """fairseq's GLUE recipe flags for the task (README.glue.md), minus what the benchmark sets itself."""
+    if task == "STS-B":
+        return ["--num-classes", "1", "--regression-target", "--best-checkpoint-metric", "loss"]
+    return ["--num-classes", "2"]
+
+
+def common_train_flags(batch_size: int, lr: float, total_updates: int, warmup: int) -> List[str]:
+    """The README.glue.md recipe (adam betas/eps, weight decay, polynomial decay) on cpu, logging json."""
+    return [
+        "--cpu", "--max-positions", "512", "--batch-size", str(batch_size), "--required-batch-size-multiple", "1",
+        "--init-token", "0", "--criterion", "sentence_prediction",
+        "--dropout", "0.1", "--attention-dropout", "0.1", "--weight-decay", "0.1",
+        "--adam-betas", "(0.9,0.98)", "--adam-eps", "1e-06", "--clip-norm", "0.0",
+        "--lr-scheduler", "polynomial_decay", "--lr", str(lr),
+        "--total-num-update", str(total_updates), "--warmup-updates", str(warmup),
+        "--log-format", "json", "--seed", "1",
+    ]
+
+
+def loadavg() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def run_logged(cmd: List[str], log_path: Path, env: Optional[Dict[str, str]] = None, timeout: float = 1800) -> dict:
+    """Run ``cmd`` from the repo root, output to ``log_path``; returns wall time, exit code and the 1-minute load
+    average before and after (the machine is shared: a busy machine makes the figures noisy)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    before = loadavg()
+    t0 = time.perf_counter()
+    with open(log_path, "w") as log:
+        log.write("$ " + " ".join(shlex.quote(c) for c in cmd) + "\n")
+        log.flush()
+        proc = subprocess.run(cmd, cwd=REPO, env=full_env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
+    wall = time.perf_counter() - t0
+    info = dict(returncode=proc.returncode, wall_s=round(wall, 1), load_before=before, load_after=loadavg(),
+                log=str(log_path.relative_to(REPO)))
+    if proc.returncode != 0:
+        tail = log_path.read_text(errors="replace").splitlines()[-15:]
+        raise RuntimeError(f"command failed ({proc.returncode}), log {log_path}:\n" + "\n".join(tail))
+    return info
+
+
+def shell_command(cmd: List[str], env: Optional[Dict[str, str]] = None) -> str:
+    """The command as a user would type it from the repo root (venv active)."""
+    parts = [f"{k}={shlex.quote(v)}" for k, v in (env or {}).items()]
+    args = list(cmd)
+    if args and args[0].startswith(str(BIN)):
+        args[0] = Path(args[0]).name
+    if args and args[0] == sys.executable:
+        args[0] = "python"
+    args = [str(Path(a).relative_to(REPO)) if a.startswith(str(REPO) + "/") else a for a in args]
+    return " ".join(parts + [shlex.quote(a) for a in args])
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem_gb = round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    versions = {}
+    for mod in ("torch", "fairseq", "transformers", "numpy"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - a missing library is reported, not fatal
+            versions[mod] = "not installed"
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                text=True).stdout.strip()
+    except OSError:
+        commit = "unknown"
+    import torch
+
+    return dict(cpu=cpu, cores=os.cpu_count(), torch_threads=torch.get_num_threads(), mem_gb=mem_gb,
+                python=platform.python_version(), os=platform.platform(), gpu="none (CPU only)",
+                commit=commit, **versions)
+
+
+def save_result(name: str, result: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    os.replace(tmp, path)
+    return path

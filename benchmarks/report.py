@@ -1,0 +1,138 @@
+"""Renders docs/benchmarks.md from the saved results (benchmarks/results/*.json) and the prose in
+benchmarks/report_notes.md (findings and conclusions that the numbers alone do not say)."""
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+DOC = common.REPO / "docs" / "benchmarks.md"
+NOTES = common.REPO / "benchmarks" / "report_notes.md"
+
+
+def _load(name):
+    path = common.RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _fmt(x, digits=1):
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _machine(m):
+    return (f"{m['cpu']}, {m['cores']} cores visible (torch threads {m['torch_threads']}), {m['mem_gb']} GB RAM; "
+            f"GPU: {m['gpu']}; Python {m['python']}, torch {m['torch']}, fairseq {m['fairseq']}, "
+            f"transformers {m['transformers']}; commit {m['commit']}")
+
+
+def _loads(runs):
+    values = [r["load_before"] for r in runs] + [r["load_after"] for r in runs]
+    return f"{min(values):.1f}-{max(values):.1f}"
+
+
+def throughput_section(res) -> list:
+    out = ["## 1. Training throughput, CPU, SST-2 train", ""]
+    out.append(f"Machine: {_machine(res['machine'])}.")
+    out.append("")
+    out.append(f"Batch {res['batch_size']} sentences, samples/s over {res['updates']} updates after {res['warmup']} "
+               "warm-up updates; each row ran once per repeat, rows in reverse order on alternate repeats. "
+               "'load' is the 1-minute load average before/after the runs (the machine runs other jobs: "
+               "with 2 cores, anything above ~2 means the figures were taken under load).")
+    for model, block in res["models"].items():
+        s = res["sizes"][model]
+        out += ["", f"### {model}: {s['layers']} layers x {s['dim']} hidden, ffn {s['ffn']}, {s['heads']} heads"
+                + (f", embedding {s['embedding_dim']}" if "embedding_dim" in s else ""), ""]
+        out.append("| row | samples/s (median) | each repeat | vs stock | real tokens/batch | pad ratio | load |")
+        out.append("|---|---|---|---|---|---|---|")
+        stock = statistics.median(r["samples_per_s"] for r in block["rows"][0]["runs"])
+        for row in block["rows"]:
+            runs = row["runs"]
+            med = statistics.median(r["samples_per_s"] for r in runs)
+            each = ", ".join(_fmt(r["samples_per_s"]) for r in runs)
+            pad = [r["pad_ratio"] for r in runs if r.get("pad_ratio") is not None]
+            out.append(f"| {row['name']} | {med:.1f} | {each} | {med / stock:.2f}x | "
+                       f"{_fmt(runs[0]['real_tokens_per_batch'], 0)} | {_fmt(pad[0], 3) if pad else '-'} | "
+                       f"{_loads(runs)} |")
+        out += ["", "<details><summary>commands</summary>", ""]
+        for row in block["rows"]:
+            out += [f"- {row['name']}:", "  ```", f"  {row['command']}", "  ```"]
+        out += ["", "</details>"]
+    out += ["", "GPU column (roberta_base / albert_base at full size, batch 32): **not measured**: no GPU was "
+            "available to this work. The same script runs there unchanged apart from `--cpu`.", ""]
+    return out
+
+
+def scaling_section(res) -> list:
+    out = ["## 2. Scaling and hook overhead (CPU)", "", f"Machine: {_machine(res['machine'])}.", ""]
+    out.append("| run | samples/s | updates/s | load | command |")
+    out.append("|---|---|---|---|---|")
+    for r in res["scaling"]:
+        out.append(f"| {r['name']} | {r['samples_per_s']:.1f} | {r['updates_per_s']:.2f} | "
+                   f"{r['load_before']:.1f}-{r['load_after']:.1f} | `{r['command']}` |")
+    out += ["", "Hook overhead: stock command with and without `--user-dir fairseq_npu`, alternated:", ""]
+    out.append("| run | samples/s | load |")
+    out.append("|---|---|---|")
+    for r in res["hooks"]:
+        out.append(f"| {r['name']} | {r['samples_per_s']:.1f} | {r['load_before']:.1f}-{r['load_after']:.1f} |")
+    plain = [r["samples_per_s"] for r in res["hooks"] if r["name"] == "stock"]
+    hooked = [r["samples_per_s"] for r in res["hooks"] if r["name"] != "stock"]
+    if plain and hooked:
+        ratio = statistics.median(hooked) / statistics.median(plain)
+        out += ["", f"Median hooked / plain: **{ratio:.3f}**."]
+    if "import" in res:
+        imp = res["import"]
+        out += ["", f"Start-up: `import fairseq, fairseq.options` {imp['fairseq']} s; plus `import fairseq_npu` "
+                f"{imp['fairseq_plus_plugin']} s (median extra {imp['median_extra_s']} s, fresh interpreters)."]
+    return out + [""]
+
+
+def accuracy_section(res) -> list:
+    out = ["## 3. Accuracy: from scratch, stock path vs plugin path, same budget", "",
+           f"Machine: {_machine(res['machine'])}.", ""]
+    sizes = ", ".join(f"{m} {s['layers']} layers x {s['dim']}" for m, s in res["sizes"].items())
+    out.append(f"Models: {sizes}, random init. Budget per task: " + "; ".join(
+        f"{t}: {b['updates']} updates of {b['batch_size']}, peak lr {b['lr']}, dev every {b['every']}"
+        for t, b in res["budget"].items()) + ".")
+    out += ["", "| task | model | path | dev metric, final | best | wall s | load |", "|---|---|---|---|---|---|---|"]
+    for task, by_model in res["runs"].items():
+        for model, by_path in by_model.items():
+            for path, run in by_path.items():
+                c = run["curve"]
+                out.append(f"| {task} | {model} | {path} | {c['metric']} {c['final']:.1f} | {c['best']:.1f} | "
+                           f"{run['wall_s']:.0f} | {run['load_before']:.1f}-{run['load_after']:.1f} |")
+    out.append("")
+    for plot in res.get("plots", []):
+        out += [f"![{Path(plot).stem}](img/{Path(plot).name})", ""]
+    out += ["<details><summary>commands</summary>", ""]
+    for task, by_model in res["runs"].items():
+        for model, by_path in by_model.items():
+            for path, run in by_path.items():
+                out += [f"- {task} {model} {path}:", "  ```", f"  {run['command']}", "  ```"]
+    return out + ["", "</details>", ""]
+
+
+def render() -> Path:
+    lines = ["# Benchmarks", "",
+             "Regenerate everything (data, measurements, plots, this page) with `python benchmarks/run_all.py` "
+             "from the repository root with the venv active; `python benchmarks/run_all.py --render-only` "
+             "rewrites this page from the saved results in `benchmarks/results/`. Logs of every run are kept under "
+             "`work_dirs/benchmarks/`.", ""]
+    if NOTES.exists():
+        lines += [NOTES.read_text().rstrip(), ""]
+    for name, section in (("throughput_cpu", throughput_section), ("scaling_cpu", scaling_section),
+                          ("accuracy_cpu", accuracy_section)):
+        res = _load(name)
+        if res is None:
+            lines += [f"_{name}: not measured yet._", ""]
+        else:
+            lines += section(res)
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text("\n".join(lines).rstrip() + "\n")
+    return DOC
+
+
+if __name__ == "__main__":
+    print(render())

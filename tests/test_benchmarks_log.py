@@ -1,0 +1,43 @@
+"""The benchmarks' reading of fairseq json logs: records, timestamps and samples/s after warm-up."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import fairseq_log  # noqa: E402
+
+LOG = """\
+$ fairseq-train ...
+2026-11-22 03:29:23 | INFO | train_inner | {"epoch": 1, "loss": "1.101", "ups": "0.5", "wpb": "400", "bsz": "32", "num_updates": "10"}
+2026-11-22 03:29:35 | INFO | train_inner | {"epoch": 1, "loss": "0.988", "ups": "2", "wpb": "300", "bsz": "32", "num_updates": "20", "pad_ratio": "0.1"}
+not a record | train_inner | {broken
+2026-11-22 03:29:45 | INFO | train_inner | {"epoch": 1, "loss": "0.9", "ups": "4", "wpb": "100", "bsz": "16", "num_updates": "30", "pad_ratio": "0.3"}
+2026-11-22 03:29:46 | INFO | valid | {"epoch": 1, "valid_loss": "0.7", "valid_accuracy": "81.5", "valid_num_updates": "30"}
+2026-11-22 03:29:47 | INFO | train | {"epoch": 1, "train_loss": "1.0"}
+"""
+
+
+def test_records_by_kind_with_numbers_and_time():
+    rec = fairseq_log.parse_records(LOG)
+    assert [len(rec[k]) for k in ("train_inner", "valid", "train")] == [3, 1, 1]
+    assert rec["valid"][0]["valid_accuracy"] == 81.5
+    assert rec["train_inner"][2]["_time"] - rec["train_inner"][0]["_time"] == 22.0
+
+
+def test_throughput_is_total_samples_over_total_time_after_warmup():
+    inner = fairseq_log.parse_records(LOG)["train_inner"]
+    tp = fairseq_log.throughput(inner, warmup_updates=10)
+    # intervals 10-20 (5 s, 320 samples) and 20-30 (2.5 s, 160 samples): 480 / 7.5, not the mean of 64 and 64
+    assert tp.samples_per_s == pytest.approx(64.0)
+    assert tp.measured_updates == 20 and tp.measured_seconds == pytest.approx(7.5)
+    assert tp.real_tokens_per_batch == pytest.approx(200.0)
+    assert tp.pad_ratio == pytest.approx(0.2)
+    assert fairseq_log.throughput(inner, 0).samples_per_s == pytest.approx((320 + 320 + 160) / 27.5)
+
+
+def test_throughput_without_measured_interval_says_so():
+    inner = fairseq_log.parse_records(LOG)["train_inner"]
+    with pytest.raises(ValueError, match="no train_inner interval after 30 warm-up updates"):
+        fairseq_log.throughput(inner, warmup_updates=30)
