@@ -49,7 +49,10 @@ def _numpy_globals():
 
 def allowed_globals() -> list:
     """Everything besides tensors and builtin containers that a fairseq checkpoint may pickle."""
+    from fairseq.distributed.utils import _TensorPlaceholder  # stands for tensors in a broadcast checkpoint state
+
     return [
+        _TensorPlaceholder,
         argparse.Namespace,
         collections.OrderedDict,
         collections.defaultdict,

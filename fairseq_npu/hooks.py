@@ -80,6 +80,9 @@ def _install_device_type_flag():
                     "--device-type", choices=device.DEVICE_TYPES, default=None, action=_DeviceTypeAction,
                     help=f"fairseq_npu: device to train on (default: ${device.ENV_VAR} or auto: npu > cuda > cpu)",
                 )
+                # stock defaults to nccl with cuda and gloo without, so an npu run would get gloo; "auto" is
+                # resolved to the device's backend (hccl / nccl / gloo) when the process group is created
+                parser.set_defaults(distributed_backend="auto")
             return group
 
         return add_distributed_training_args
@@ -191,7 +194,9 @@ def _install_distributed_backend():
             backend = device.get()
             wanted = "gloo" if getattr(cfg, "common", None) is not None and cfg.common.cpu else backend.dist_backend
             configured = cfg.distributed_training.distributed_backend
-            if configured == "nccl" and wanted != "nccl":  # nccl cannot work off cuda; other choices are the user's
+            # "auto" (the plugin's default) follows the device; nccl / hccl cannot work off their device;
+            # any other explicit choice (gloo on an accelerator, mpi) is the user's
+            if configured == "auto" or (configured in ("nccl", "hccl") and configured != wanted):
                 logger.info(f"fairseq_npu: distributed backend {configured} -> {wanted} for device {backend.type}")
                 cfg.distributed_training.distributed_backend = wanted
             return original(cfg)
@@ -211,11 +216,12 @@ def _install_launch_init():
             if (
                 device.get().type == "cuda"
                 or cfg.distributed_init_method is not None
-                or cfg.distributed_world_size == 1
                 or not all(k in os.environ for k in torchrun_keys)
+                or int(os.environ["WORLD_SIZE"]) == 1
             ):
                 return original(cfg, force_distributed)
-            # torchrun on npu/cpu: stock divides by torch.cuda.device_count() and calls torch.cuda.set_device
+            # torchrun on npu/cpu: stock divides by torch.cuda.device_count() and calls torch.cuda.set_device;
+            # the world size comes from torchrun (stock's default of 1 would make every process train alone)
             cfg.distributed_init_method = "env://"
             cfg.distributed_world_size = int(os.environ["WORLD_SIZE"])
             cfg.distributed_rank = int(os.environ["RANK"])
@@ -308,8 +314,12 @@ def _install_safe_checkpoint_load():
 
     from fairseq_npu.checkpoint_loading import TorchWithSafeLoad
 
-    if not isinstance(checkpoint_utils.torch, TorchWithSafeLoad):
-        checkpoint_utils.torch = TorchWithSafeLoad(checkpoint_utils.torch)
+    from fairseq.distributed import utils as dist_utils
+
+    # checkpoint_utils loads files; distributed utils unpickle the state rank 0 broadcasts when resuming
+    for module in (checkpoint_utils, dist_utils):
+        if not isinstance(module.torch, TorchWithSafeLoad):
+            module.torch = TorchWithSafeLoad(module.torch)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -343,8 +353,10 @@ HOOKS: List[Hook] = [
          "stock seeds cpu and cuda only, so npu dropout would not be reproducible", _install_seed),
     Hook("fairseq.distributed.utils.distributed_main", "torch.npu.set_device(rank's device) on npu",
          "stock calls torch.cuda.set_device only", _install_distributed_main),
-    Hook("fairseq.distributed.utils.distributed_init", "swaps nccl (the default) for hccl on npu, gloo on cpu",
-         "--distributed-backend defaults to nccl, which exists on cuda only", _install_distributed_backend),
+    Hook("fairseq.distributed.utils.distributed_init", "--distributed-backend auto (the plugin's default) becomes "
+         "hccl / nccl / gloo by device; nccl or hccl off their device too",
+         "stock defaults to nccl with cuda else gloo, so npu runs got gloo, and nccl fails off cuda",
+         _install_distributed_backend),
     Hook("fairseq.distributed.utils.infer_init_method", "under torchrun on npu/cpu: env:// and device id = LOCAL_RANK",
          "stock computes rank % torch.cuda.device_count() (ZeroDivisionError) and calls torch.cuda.set_device",
          _install_launch_init),
@@ -355,7 +367,8 @@ HOOKS: List[Hook] = [
     Hook("fairseq.models.distributed_fairseq_model.DistributedDataParallel", "drops device_ids for cpu modules",
          "torch's DDP refuses device_ids=[i] for a cpu module, so --ddp-backend c10d fails on gloo",
          _install_ddp_device_ids),
-    Hook("fairseq.checkpoint_utils.torch.load", "weights_only=True with an allowlist of fairseq checkpoint types",
+    Hook("fairseq.checkpoint_utils.torch.load", "weights_only=True with an allowlist of fairseq checkpoint types "
+         "(also in fairseq.distributed.utils, whose _broadcast_object_slow unpickles rank 0's checkpoint)",
          "torch >= 2.6 refuses argparse.Namespace etc. in checkpoint_last.pt and roberta model.pt; switching "
          "weights_only off would execute arbitrary pickles", _install_safe_checkpoint_load),
     Hook("fairseq.options.add_optimization_args", "adds --amp-dtype and ModelZoo's --use-apex, --opt-level, "

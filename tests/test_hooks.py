@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 import fairseq_npu  # noqa: F401  (installs the hooks)
 from fairseq import checkpoint_utils, options, utils
@@ -57,6 +57,7 @@ def test_every_listed_hook_is_installed():
         owner, name = _resolve(hook.target)
         if hook.target.startswith("fairseq.checkpoint_utils.torch"):
             assert isinstance(checkpoint_utils.torch, TorchWithSafeLoad)
+            assert isinstance(dist_utils.torch, TorchWithSafeLoad)
         else:
             assert hooks.is_hooked(owner, name), hook.target
 
@@ -194,7 +195,8 @@ class _StopInit(Exception):
 
 @pytest.mark.parametrize("use_npu,flags,expected", [
     (False, [], "gloo"), (True, [], "hccl"), (True, ["--cpu"], "gloo"),
-    (False, ["--distributed-backend", "mpi"], "mpi"),
+    (False, ["--distributed-backend", "nccl"], "gloo"), (True, ["--distributed-backend", "nccl"], "hccl"),
+    (False, ["--distributed-backend", "mpi"], "mpi"), (True, ["--distributed-backend", "gloo"], "gloo"),
 ])
 def test_distributed_backend_follows_device(request, monkeypatch, use_npu, flags, expected):
     if use_npu:
@@ -205,6 +207,8 @@ def test_distributed_backend_follows_device(request, monkeypatch, use_npu, flags
         chosen.append(backend)
         raise _StopInit
 
+    if not flags:
+        assert make_cfg().distributed_training.distributed_backend == "auto"  # the plugin's default
     monkeypatch.setattr(torch.distributed, "init_process_group", record)
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
     with pytest.raises(_StopInit):
@@ -216,7 +220,7 @@ def test_torchrun_env_gives_device_from_local_rank(monkeypatch):
     for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500", "WORLD_SIZE": "4", "RANK": "3",
                        "LOCAL_RANK": "1"}.items():
         monkeypatch.setenv(key, value)
-    dt = make_cfg("--distributed-world-size", "4").distributed_training
+    dt = make_cfg().distributed_training  # world size left at its default: torchrun's WORLD_SIZE is used
     if not torch.cuda.is_available():  # what the hook is for: stock divides by torch.cuda.device_count()
         with pytest.raises(ZeroDivisionError):
             hooks.original_of(dist_utils._infer_torch_distributed_launch_init)(make_cfg().distributed_training)
@@ -249,7 +253,10 @@ def _two_process_worker(cfg, out_dir):
     wrapped = DistributedFairseqModel(cfg.distributed_training, model, dist_utils.get_data_parallel_group(),
                                       torch.device("cpu"))
     wrapped(torch.full((2, 3), float(rank + 1))).sum().backward()
-    result = {"gathered": gathered, "backend": torch.distributed.get_backend(),
+    # what Trainer.load_checkpoint does on resume: rank 0 broadcasts the checkpoint state (cfg as DictConfig)
+    state = {"cfg": OmegaConf.create({"common": {"seed": 5}}), "w": torch.ones(2)} if rank == 0 else None
+    state = dist_utils.broadcast_object(state, src_rank=0, group=dist_utils.get_global_group())
+    result = {"gathered": gathered, "backend": torch.distributed.get_backend(), "seed": state["cfg"].common.seed,
               "world": torch.distributed.get_world_size(), "grad": model.weight.grad.tolist()}
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(result, f)
@@ -262,7 +269,7 @@ def test_two_cpu_processes_spawned_by_stock_call_main(tmp_path):
     dist_utils.call_main(cfg, _two_process_worker, out_dir=str(tmp_path))
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     for r in results:
-        assert r["backend"] == "gloo" and r["world"] == 2
+        assert r["backend"] == "gloo" and r["world"] == 2 and r["seed"] == 5
         assert r["gathered"] == [{"rank": 0, "word": "ab"}, {"rank": 1, "word": "abab"}]
         # each rank saw inputs of 1s or 2s: DDP averages the per-rank gradients (2*1 and 2*2) -> 3
         assert r["grad"] == [[3.0, 3.0, 3.0]]
