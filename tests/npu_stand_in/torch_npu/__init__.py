@@ -51,6 +51,19 @@ def install():
         torch.utils.rename_privateuse1_backend("npu")
     except RuntimeError:
         pass  # already renamed in this process
+    # The rename cannot be undone, and from now on torch.accelerator believes an "npu" accelerator exists and
+    # asks its (absent) hooks, which breaks e.g. DataLoader(pin_memory=True) in later tests of the same process.
+    # No tensor can live on the stand-in, so report the real accelerators only (cuda, where there is one).
+    if not getattr(torch.accelerator.is_available, "stand_in", False):
+        def is_available():
+            return torch.cuda.is_available()
+
+        def current_accelerator(check_available=False):
+            return torch.device("cuda") if torch.cuda.is_available() else None
+
+        is_available.stand_in = current_accelerator.stand_in = True
+        torch.accelerator.is_available = is_available
+        torch.accelerator.current_accelerator = current_accelerator
 
 
 def reset():
