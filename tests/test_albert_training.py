@@ -120,15 +120,14 @@ def test_restore_converted_checkpoint_and_fine_tune_to_high_accuracy(workdir):
          "--arch", "albert_base", *TINY, "--num-classes", "2", "--init-token", "0",
          "--restore-file", str(workdir["converted"] / "model.pt"), "--reset-optimizer", "--reset-dataloader",
          "--reset-meters", "--optimizer", "adam", "--lr", "1e-3", "--lr-scheduler", "fixed", "--batch-size", "16",
-         "--max-epoch", "3", "--save-dir", str(save), "--no-epoch-checkpoints", "--no-last-checkpoints",
+         "--max-epoch", "2", "--save-dir", str(save), "--no-epoch-checkpoints", "--no-last-checkpoints",
          "--best-checkpoint-metric", "accuracy", "--maximize-best-checkpoint-metric"],
         cwd=REPO,
     )
     assert "deleting classification head (sentence_classification_head) from checkpoint with different dimensions" in log
     assert re.search(r"Loaded checkpoint .*converted/model\.pt \(epoch 1 @ 0 updates\)", log), log[-2000:]
     accuracies = [float(a) for a in re.findall(r"\| valid on 'valid' subset \|.*? accuracy ([\d.]+)", log)]
-    print(accuracies, re.findall(r"wall ([\d.]+)", log)[-1:])
-    assert len(accuracies) == 3 and max(accuracies) >= 95.0, accuracies
+    assert len(accuracies) == 2 and max(accuracies) >= 95.0, accuracies
     workdir["trained"] = save
 
 
@@ -165,5 +164,4 @@ def test_masked_lm_pretraining_runs_and_learns(workdir):
         cwd=REPO,
     )
     losses = [float(x) for x in re.findall(r"\| train \| epoch \d+ \| loss ([\d.]+)", log)]
-    print(losses)
     assert len(losses) >= 3 and losses[-1] < 0.85 * losses[0], losses

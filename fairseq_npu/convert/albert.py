@@ -149,6 +149,7 @@ def convert_albert(state: Dict[str, torch.Tensor], config: dict, source: str, he
     notes = []
     options = model_options(config, source)
     lonepatient = is_lonepatient(state)
+    bare = False
     if lonepatient:
         if options["embedding_dim"] == options["encoder_embed_dim"]:
             raise ConversionError(
@@ -159,14 +160,17 @@ def convert_albert(state: Dict[str, torch.Tensor], config: dict, source: str, he
         notes.append("lonePatient/albert_pytorch (bert.) names mapped to Hugging Face names")
     else:
         # a bare AlbertModel saves its tensors without the "albert." prefix
-        state = {("albert." + k if k.split(".")[0] in ("embeddings", "encoder", "pooler") else k): v
+        bare = not any(k.startswith("albert.") for k in state)
+        state = {("albert." + k if bare and k.split(".")[0] in ("embeddings", "encoder", "pooler") else k): v
                  for k, v in state.items()}
     renamer = hf_to_fairseq(head_name)
     converted = renamer.forward(state, source)
 
     def source_name(fairseq_name):
         hf = renamer.source_name(fairseq_name)
-        return LONEPATIENT_TO_HF.source_name(hf) if lonepatient else hf
+        if lonepatient:
+            return LONEPATIENT_TO_HF.source_name(hf)
+        return hf[len("albert."):] if bare and hf.startswith("albert.") else hf
 
     vocab_size = config.get("vocab_size")
     words = converted.get("encoder.embeddings.word_embeddings.weight")

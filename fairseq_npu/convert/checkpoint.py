@@ -9,6 +9,7 @@ fairseq's own option parser) for ``--task masked_lm``, like the published robert
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -31,9 +32,10 @@ def fairseq_cfg(arch: str, options: dict, data: str = ".") -> dict:
             "--tokens-per-sample", str(options["max_positions"]), "--cpu"]
     for k, v in options.items():
         argv += [_flag(k), str(v)]
-    parser = fairseq_options.get_training_parser()
-    args = fairseq_options.parse_args_and_arch(parser, argv)
-    cfg = convert_namespace_to_omegaconf(args)
+    with warnings.catch_warnings():  # hydra's deprecation chatter from fairseq's config machinery
+        warnings.simplefilter("ignore")
+        args = fairseq_options.parse_args_and_arch(fairseq_options.get_training_parser(), argv)
+        cfg = convert_namespace_to_omegaconf(args)
     return OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
 
 

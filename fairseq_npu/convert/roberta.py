@@ -105,11 +105,15 @@ def convert_roberta(state: Dict[str, torch.Tensor], config: dict, source: str, h
     """Returns (fairseq roberta state dict, model options, notes)."""
     notes = []
     options = model_options(config, source)
-    state = {("roberta." + k if k.split(".")[0] in ("embeddings", "encoder", "pooler") else k): v
+    bare = not any(k.startswith("roberta.") for k in state)  # a bare RobertaModel has no "roberta." prefix
+    state = {("roberta." + k if bare and k.split(".")[0] in ("embeddings", "encoder", "pooler") else k): v
              for k, v in state.items()}
     renamer = hf_to_fairseq(head_name)
     converted = renamer.forward(state, source)
-    source_name = renamer.source_name
+
+    def source_name(fairseq_name):
+        name = renamer.source_name(fairseq_name)
+        return name[len("roberta."):] if bare and name.startswith("roberta.") else name
 
     words = converted.get("encoder.sentence_encoder.embed_tokens.weight")
     if words is None:

@@ -1,5 +1,6 @@
 """The ``albert`` fairseq model: ALBERT encoder + classification heads, registered with archs albert_base..xxlarge."""
 
+import dataclasses
 import logging
 
 import torch.nn.functional as F
@@ -70,6 +71,7 @@ class AlbertModel(FairseqEncoderModel):
                 logger.warning(f're-registering head "{name}" with num_classes {num_classes} (prev: {previous})')
         head = AlbertClassificationHead(hidden, num_classes, self.cfg.pooler_dropout)
         head.apply(self._init_weights)
+        head.train(self.training)  # a head added to a model in eval mode must not apply dropout
         self.classification_heads[name] = head
 
     @property
@@ -127,9 +129,14 @@ class AlbertModel(FairseqEncoderModel):
 
 
 def _make_architecture(arch_sizes):
+    defaults = {f.name: f.default for f in dataclasses.fields(AlbertConfig) if f.name != "_name"}
+    defaults.update(arch_sizes)
+
     def architecture(cfg):
-        for name, value in arch_sizes.items():
-            setattr(cfg, name, safe_getattr(cfg, name, value))
+        """Fill every option the command line left unset: the arch's sizes, else the AlbertConfig default."""
+        for name, value in defaults.items():
+            if safe_getattr(cfg, name, None) is None:
+                setattr(cfg, name, value)
 
     return architecture
 
