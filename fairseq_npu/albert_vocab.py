@@ -226,6 +226,24 @@ def normalize_text(text: str, lowercase: bool = True, keep_accents: bool = False
     return text.lower() if lowercase else text
 
 
+def encode_pieces(processor, text: str, lowercase: bool = True) -> List[str]:
+    """SentencePiece pieces of one text, as ALBERT's tokenizer cuts them.
+
+    Like Google's ``tokenization.encode_pieces``, a piece that glues a trailing comma to a number ("▁12,") is
+    re-cut so the comma stands alone ("▁12", ","), which is how the pretraining data was tokenised.
+    """
+    pieces = []
+    for piece in processor.encode(normalize_text(text, lowercase), out_type=str):
+        if len(piece) > 1 and piece[-1] == "," and piece[-2].isdigit():
+            cut = processor.encode(piece[:-1].replace("\u2581", ""), out_type=str)
+            if piece[0] != "\u2581" and cut and cut[0].startswith("\u2581"):
+                cut = cut[1:] if len(cut[0]) == 1 else [cut[0][1:]] + cut[1:]
+            pieces += cut + [piece[-1]]
+        else:
+            pieces.append(piece)
+    return pieces
+
+
 def encode_text(processor, text: str, lowercase: bool = True) -> List[int]:
     """fairseq ids (no [CLS]/[SEP]) of one text with a loaded ``sentencepiece.SentencePieceProcessor``."""
-    return spm_to_fairseq_ids(processor.encode(normalize_text(text, lowercase), out_type=int))
+    return spm_to_fairseq_ids([processor.piece_to_id(p) for p in encode_pieces(processor, text, lowercase)])

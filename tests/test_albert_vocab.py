@@ -70,3 +70,12 @@ def test_piece_equal_to_a_fairseq_symbol_keeps_its_id(tmp_path):
     v.write_text("<pad>\t0\n<unk>\t0\n[CLS]\t0\n[SEP]\t0\n[MASK]\t0\n</s>\t0\nx\t0\n", encoding="utf-8")
     d = Dictionary.load(str(av.write_fairseq_dict(v, tmp_path / "dict.txt")))
     assert len(d) == 7 and d[5] == "</s>" and d[6] == "x" and d.eos() == 2
+
+
+def test_number_comma_pieces_are_recut_as_albert_tokenizes(shared_data):
+    import sentencepiece
+
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(shared_data / ALBERT_MODEL))
+    assert sp.encode("on 1990, and", out_type=str) == ["▁on", "▁1990,", "▁and"]  # the raw model glues the comma
+    assert av.encode_pieces(sp, "On 1990, and") == ["▁on", "▁1990", ",", "▁and"]
+    assert av.encode_text(sp, "On 1990, and") == [sp.piece_to_id(p) for p in ["▁on", "▁1990", ",", "▁and"]]
