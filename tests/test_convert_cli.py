@@ -36,6 +36,11 @@ def test_roberta_directory_converts_for_fairseqs_own_hub_interface(tmp_path, sha
         theirs = hf(input_ids=tokens.unsqueeze(0)).logits
     assert (ours - theirs).abs().max().item() < 1e-4
 
+    from fairseq_npu.convert.verify import main as verify
+
+    assert verify([str(tmp_path / "hf"), str(tmp_path / "out"), "--length", "40"]) == 0
+    assert "roberta: batch (4, 40), max |hidden-state difference|" in capsys.readouterr().out
+
 
 def test_missing_config_is_a_one_line_error(tmp_path, capsys):
     (tmp_path / "src").mkdir()
