@@ -105,7 +105,7 @@ class AlbertSpmEncoder:
         return [self.sp.piece_to_id(p) for p in pieces]
 
 
-def train_spm(sentences: Iterable[str], vocab_size: int, model_path: Path, workers: int = 1, seed_text: str = "") -> Path:
+def train_spm(sentences: Iterable[str], vocab_size: int, model_path: Path, workers: int = 1) -> Path:
     """Train an ALBERT-layout unigram SentencePiece model (``<pad>`` ``<unk>`` ``[CLS]`` ``[SEP]`` ``[MASK]`` first).
 
     ``sentences`` should be normalised with :func:`albert_normalize`, as they will be when encoded. The vocabulary

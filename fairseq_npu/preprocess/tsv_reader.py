@@ -52,7 +52,7 @@ class SplitRows:
             self.first_skipped.setdefault(reason, messages[0])
 
 
-def _decode(path: Path, data: bytes, skip_bad_rows: bool, rows: SplitRows) -> List[str]:
+def _decode(path: Path, data: bytes, skip_bad_rows: bool) -> List[str]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -64,7 +64,7 @@ def _decode(path: Path, data: bytes, skip_bad_rows: bool, rows: SplitRows) -> Li
                 f"fix the file or pass --skip-bad-rows"
             ) from None
         lines = []
-        for lineno, raw in enumerate(data.split(b"\n"), 1):
+        for raw in data.split(b"\n"):
             try:
                 lines.append(raw.decode("utf-8"))
             except UnicodeDecodeError:
@@ -93,7 +93,7 @@ def read_split(
     if not path.is_file():
         raise GlueInputError(f"{path}: missing {task.name} split '{layout.tsv}' (expected in {path.parent})")
     rows = SplitRows(path, layout, [[] for _ in layout.input_columns], [] if layout.labelled else None, [])
-    lines = _decode(path, path.read_bytes(), skip_bad_rows, rows)
+    lines = _decode(path, path.read_bytes(), skip_bad_rows)
 
     first = 0
     if layout.has_header:
