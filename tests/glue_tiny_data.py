@@ -4,7 +4,6 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-import torch
 from fairseq.data import Dictionary, indexed_dataset
 
 
@@ -98,10 +97,6 @@ def tiny_roberta_args(data: Path, task: str, extra: Sequence[str] = ()) -> List[
         "--cpu", "--seed", "3", "--log-format", "json", "--log-interval", "1", "--no-progress-bar",
         "--no-save", "--disable-validation", "--num-workers", "0", *extra,
     ]
-
-
-def torch_threads(n: int = 1):
-    torch.set_num_threads(n)
 
 
 def train_in_process(argv: Sequence[str]) -> List[dict]:

@@ -73,8 +73,6 @@ def test_sst2_prediction_file(checkpoints, tmp_path, capsys, split, rows):
     expected = [labels[int(c) + labels.nspecial] for c in outputs.argmax(-1)]
     assert [p for _, p in body] == expected  # row i is sentence i, as a label string
     assert set(expected) <= {"0", "1"}
-    if split == "valid":
-        assert accuracy_score(label_strings(data, "valid"), expected) > 0  # labels and predictions comparable
 
 
 @pytest.mark.parametrize("split,rows", [("valid", 41), ("test", 23)])

@@ -1,14 +1,11 @@
 """Batch planning for sentence prediction: length grouping, padded token counts and fixed-size batches."""
 
-import logging
 from typing import List, Optional
 
 import numpy as np
 from fairseq.data import BaseWrapperDataset, data_utils
 
 from fairseq_npu.data.pad_buckets import PadBuckets
-
-logger = logging.getLogger(__name__)
 
 REMAINDER_POLICIES = ("keep", "drop", "fill")
 
