@@ -1,7 +1,5 @@
 """The albert model in fairseq: registration and archs, segment ids, padding, head handling on checkpoint load."""
 
-import argparse
-
 import pytest
 import torch
 from fairseq.data import Dictionary

@@ -1,6 +1,5 @@
 """fairseq-npu-convert on whole directories: what it writes, what fairseq loads from it, how it refuses bad input."""
 
-import pytest
 import torch
 import transformers
 

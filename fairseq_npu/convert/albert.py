@@ -5,7 +5,7 @@ and given the extra ``<mask>`` row (fairseq_npu.albert_vocab), so a converted mo
 """
 
 import logging
-from typing import Dict, Tuple
+from typing import Dict
 
 import torch
 
