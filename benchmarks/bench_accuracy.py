@@ -20,11 +20,16 @@ import glue_data  # noqa: E402
 
 # per task: batch size (README.glue.md), peak lr, updates, validation interval; dev metric as each path logs it
 BUDGET = {
-    "SST-2": dict(batch_size=32, lr=2e-4, updates=600, every=100),
-    "STS-B": dict(batch_size=16, lr=2e-4, updates=720, every=120),
+    "SST-2": dict(batch_size=32, lr=2e-4, updates=300, every=50),
+    "STS-B": dict(batch_size=16, lr=2e-4, updates=360, every=60),
 }
 METRIC = {"SST-2": "accuracy", "STS-B": "pearson"}
 PATHS = ("stock", "plugin")
+# extra plugin variants (--paths), to tell what moves the curve: less strict grouping, or no grouping at all
+VARIANTS = {
+    "plugin-window1024": ["--group-window", "1024"],
+    "plugin-nogroup": None,
+}
 
 
 def train_cmd(model: str, task: str, path: str, data: Path) -> list:
@@ -42,8 +47,10 @@ def train_cmd(model: str, task: str, path: str, data: Path) -> list:
         if task == "STS-B":
             cmd += ["--report-pearson-and-spearman"]
     else:
-        cmd += ["--user-dir", "fairseq_npu", "--task", "sentence_prediction_npu", "--group-by-length",
-                "--optimizer", "fused_adamw", "--amp"]
+        cmd += ["--user-dir", "fairseq_npu", "--task", "sentence_prediction_npu", "--optimizer", "fused_adamw", "--amp"]
+        extra = VARIANTS.get(path, [])
+        if extra is not None:
+            cmd += ["--group-by-length", *extra]
     return cmd
 
 
@@ -78,7 +85,7 @@ def plot(result: dict, img_dir: Path) -> list:
         for model, by_path in result["runs"][task].items():
             for path, run in by_path.items():
                 pts = run["curve"]["points"]
-                style = dict(marker="o", linestyle="-" if path == "plugin" else "--", label=f"{model} {path}")
+                style = dict(marker="o", linestyle="--" if path == "stock" else "-", label=f"{model} {path}")
                 axes[0].plot([p["update"] for p in pts], [p["value"] for p in pts], **style)
                 if all(p["seconds"] is not None for p in pts):
                     axes[1].plot([p["seconds"] for p in pts], [p["value"] for p in pts], **style)
@@ -89,7 +96,7 @@ def plot(result: dict, img_dir: Path) -> list:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
         fig.tight_layout()
-        out = img_dir / f"accuracy_{task.lower().replace('-', '')}.png"
+        out = img_dir / f"{result.get('name', 'accuracy')}_{task.lower().replace('-', '')}.png"
         fig.savefig(out, dpi=110)
         plt.close(fig)
         written.append(str(out.relative_to(common.REPO)))
@@ -100,6 +107,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", default="roberta,albert")
     p.add_argument("--tasks", default="SST-2,STS-B")
+    p.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated; also: {', '.join(VARIANTS)}")
     p.add_argument("--out", default="accuracy_cpu")
     p.add_argument("--plot-only", action="store_true", help="redraw the plots from the saved results")
     a = p.parse_args(argv)
@@ -111,14 +119,17 @@ def main(argv=None) -> int:
         print(plot(result, common.REPO / "docs" / "img"))
         return 0
     result = dict(machine=common.machine(), sizes=common.SMALL_SIZES, budget=BUDGET, runs={})
+    path_list = a.paths.split(",")
     for task in a.tasks.split(","):
         for model in a.models.split(","):
             data = glue_data.build(model, task)
             # alternate which path runs first, so a change of machine load does not always favour the same one
-            paths = PATHS if (list(BUDGET).index(task) + a.models.split(",").index(model)) % 2 == 0 else PATHS[::-1]
+            flip = (list(BUDGET).index(task) + a.models.split(",").index(model)) % 2
+            paths = path_list[::-1] if flip else path_list
             for path in paths:
                 cmd = train_cmd(model, task, path, data)
-                log = common.WORK / "accuracy" / f"{model}.{task}.{path}.log"
+                slug = path.replace(", ", "_").replace(" ", "_")
+                log = common.WORK / "accuracy" / a.out / f"{model}.{task}.{slug}.log"
                 info = common.run_logged(cmd, log)
                 c = curve(log.read_text(), METRIC[task])
                 print(f"{task} {model} {path}: final {c['metric']} {c['final']} best {c['best']} "
@@ -126,6 +137,7 @@ def main(argv=None) -> int:
                 result["runs"].setdefault(task, {}).setdefault(model, {})[path] = dict(
                     command=common.shell_command(cmd), curve=c, **info)
                 common.save_result(a.out, result)
+    result["name"] = a.out
     result["plots"] = plot(result, common.REPO / "docs" / "img")
     print(common.save_result(a.out, result))
     return 0

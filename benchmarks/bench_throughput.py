@@ -26,10 +26,14 @@ import fairseq_log  # noqa: E402
 import glue_data  # noqa: E402
 
 LOG_INTERVAL = 10
+KEY_ROWS = {
+    "roberta": ("stock", "+ length grouping", "plugin best: grouping + fused_adamw + bf16", "HF loop", "HF loop + grouping + bf16"),
+    "albert": ("stock", "plugin best: grouping + fused_adamw + bf16", "HF loop"),
+}
 
 
 def fairseq_rows(model: str, data: Path, batch_size: int, max_update: int):
-    base = [str(common.BIN / "fairseq-train"), str(data), *common.common_train_flags(batch_size, 1e-4, 2000, 100),
+    base = [sys.executable, str(common.REPO / "benchmarks" / "cpu_timed_train.py"), str(data), *common.common_train_flags(batch_size, 1e-4, 2000, 100),
             *common.model_flags(model), *common.task_flags("SST-2"),
             "--max-update", str(max_update), "--log-interval", str(LOG_INTERVAL),
             "--no-save", "--disable-validation"]
@@ -44,7 +48,7 @@ def fairseq_rows(model: str, data: Path, batch_size: int, max_update: int):
     grouped = base + user_dir + ["--task", "sentence_prediction_npu", "--group-by-length"]
     rows.append(("+ length grouping", grouped + ["--optimizer", "adam"]))
     rows.append(("+ fused_adamw", grouped + ["--optimizer", "fused_adamw"]))
-    rows.append(("+ bf16 autocast (plugin best)", grouped + ["--optimizer", "fused_adamw", "--amp"]))
+    rows.append(("plugin best: grouping + fused_adamw + bf16", grouped + ["--optimizer", "fused_adamw", "--amp"]))
     return rows
 
 
@@ -54,14 +58,19 @@ def hf_rows(model: str, data: Path, batch_size: int, warmup: int, updates: int):
     return [("HF loop", base), ("HF loop + grouping + bf16", base + ["--group-by-length", "--bf16"])]
 
 
-def measure(name: str, cmd, log: Path, warmup: int) -> dict:
-    info = common.run_logged(cmd, log)
+def measure(name: str, cmd, log: Path, warmup: int, env) -> dict:
+    try:
+        info = common.run_logged(cmd, log, env=env)
+    except RuntimeError as e:  # one broken row must not cost the others' measurements
+        print(f"  {name}: FAILED: {e}", flush=True)
+        return dict(name=name, error=str(e).splitlines()[0], samples_per_s=None)
     text = log.read_text()
     if "hf_loop.py" in " ".join(cmd):
         tp = json.loads(text.strip().splitlines()[-1])
     else:
         tp = fairseq_log.throughput(fairseq_log.parse_records(text).get("train_inner", []), warmup).__dict__
-    print(f"  {name:34s} {tp['samples_per_s']:8.1f} samples/s  (load {info['load_before']} -> {info['load_after']})",
+    cpu = tp.get("samples_per_cpu_s")
+    print(f"  {name:34s} {tp['samples_per_s']:8.1f} samples/s {cpu or 0:8.1f} samples/cpu-s  (load {info['load_before']} -> {info['load_after']})",
           flush=True)
     return dict(name=name, **tp, **info)
 
@@ -73,24 +82,34 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=20, help="updates before measuring (a multiple of 10)")
     p.add_argument("--updates", type=int, default=80, help="measured updates (a multiple of 10)")
     p.add_argument("--repeats", type=int, default=2, help="each repeat runs the rows in the reverse order")
+    p.add_argument("--rows", choices=("all", "key"), default="all",
+                   help="key: only stock, + length grouping, plugin best and the two HF loops (roberta), stock, "
+                        "plugin best and HF loop (albert): for a busy machine")
+    p.add_argument("--threads", type=int, default=0,
+                   help="OMP_NUM_THREADS for every run (0: torch's default); 1 makes samples per CPU-second "
+                        "meaningful on a busy machine")
     p.add_argument("--out", default="throughput_cpu")
     a = p.parse_args(argv)
 
-    result = dict(machine=common.machine(), batch_size=a.batch_size, warmup=a.warmup, updates=a.updates,
+    result = dict(machine=common.machine(), threads=a.threads or "default", batch_size=a.batch_size, warmup=a.warmup, updates=a.updates,
                   sizes=common.SIZES, models={})
     for model in a.models.split(","):
         data = glue_data.build(model, "SST-2")
         rows = fairseq_rows(model, data, a.batch_size, a.warmup + a.updates)
         rows += hf_rows(model, data, a.batch_size, a.warmup, a.updates)
+        if a.rows == "key":
+            keep = KEY_ROWS[model]
+            rows = [r for r in rows if r[0] in keep]
         runs = {name: [] for name, _ in rows}
-        commands = {name: common.shell_command(cmd) for name, cmd in rows}
+        env = {"OMP_NUM_THREADS": str(a.threads)} if a.threads else {}
+        commands = {name: common.shell_command(cmd, env) for name, cmd in rows}
         for rep in range(a.repeats):
             order = rows if rep % 2 == 0 else rows[::-1]
             print(f"{model}, repeat {rep + 1}/{a.repeats}", flush=True)
             for name, cmd in order:
                 slug = name.replace(" ", "_").replace(",", "").replace("+", "plus").replace("(", "").replace(")", "")
                 log = common.WORK / "throughput" / model / f"{slug}.{rep}.log"
-                runs[name].append(measure(name, cmd, log, a.warmup))
+                runs[name].append(measure(name, cmd, log, a.warmup, env))
         result["models"][model] = dict(rows=[dict(name=n, command=commands[n], runs=runs[n]) for n, _ in rows])
         common.save_result(a.out, result)  # partial results survive an interrupted run
     print(common.save_result(a.out, result))

@@ -52,13 +52,15 @@ class Throughput:
     measured_seconds: float
     real_tokens_per_batch: float  # fairseq's wpb: non-pad tokens
     pad_ratio: Optional[float]  # logged by sentence_prediction_npu only
+    samples_per_cpu_s: Optional[float] = None  # from cpu_ms (benchmarks/cpu_timed_train.py)
 
 
 def throughput(records: List[dict], warmup_updates: int) -> Throughput:
     """Samples/s over the ``train_inner`` intervals that start after ``warmup_updates`` updates."""
     prev = 0.0
-    samples = seconds = updates = tokens = 0.0
+    samples = seconds = updates = tokens = cpu = 0.0
     pads = []
+    timed = all("cpu_ms" in r for r in records)
     for r in records:
         end = r["num_updates"]
         n = end - prev
@@ -72,10 +74,13 @@ def throughput(records: List[dict], warmup_updates: int) -> Throughput:
         updates += n
         samples += n * r["bsz"]
         tokens += n * r.get("wpb", 0.0)
+        if timed:
+            cpu += n * r["cpu_ms"] / 1000.0
         if "pad_ratio" in r:
             pads.append((n, r["pad_ratio"]))
     if updates == 0:
         raise ValueError(f"no train_inner interval after {warmup_updates} warm-up updates "
                          f"(last update logged: {prev:g}); train longer or log more often")
     pad = sum(n * p for n, p in pads) / sum(n for n, _ in pads) if pads else None
-    return Throughput(samples / seconds, updates / seconds, int(updates), seconds, tokens / updates, pad)
+    return Throughput(samples / seconds, updates / seconds, int(updates), seconds, tokens / updates, pad,
+                      samples / cpu if timed and cpu > 0 else None)

@@ -94,16 +94,19 @@ def main(argv=None) -> int:
         raise SystemExit(f"--warmup + --updates = {total} exceeds the {len(plan)} batches of one epoch")
     samples = real = padded = 0
     t0 = None
+    cpu = 0.0
     for step, idx in enumerate(plan[:total]):
         if step == a.warmup:
             t0 = time.perf_counter()
         ids, mask, y = collate(sents, targets, idx)
+        c0 = time.process_time()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):
             loss = model(input_ids=ids, attention_mask=mask, labels=y).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         if step >= a.warmup:
+            cpu += time.process_time() - c0
             samples += len(idx)
             real += int(mask.sum())
             padded += mask.numel()
@@ -111,6 +114,7 @@ def main(argv=None) -> int:
     print(json.dumps(dict(samples_per_s=samples / seconds, updates_per_s=a.updates / seconds,
                           measured_updates=a.updates, measured_seconds=seconds,
                           real_tokens_per_batch=real / a.updates, pad_ratio=1 - real / padded,
+                          samples_per_cpu_s=samples / cpu,
                           loss=float(loss))))
     return 0
 

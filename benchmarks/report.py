@@ -33,11 +33,23 @@ def _loads(runs):
     return f"{min(values):.1f}-{max(values):.1f}"
 
 
+def padding_section(res) -> list:
+    out = ["## 0. Padding on SST-2 train (exact, machine-independent)", "",
+           f"One epoch of batches of {res['batch_size']} sentences (`python benchmarks/padding_stats.py`):", "",
+           "| model | sentences | mean / max length | real tokens, random batches | real tokens, grouped | "
+           "padded positions random / grouped | attention scores random / grouped |", "|---|---|---|---|---|---|---|"]
+    for model, s in res["models"].items():
+        out.append(f"| {model} | {s['sentences']} | {s['mean_length']} / {s['max_length']} | "
+                   f"{100 * s['real_fraction_random']:.1f}% | {100 * s['real_fraction_grouped']:.1f}% | "
+                   f"{s['positions_ratio']:.2f}x | {s['attention_ratio']:.2f}x |")
+    return out + [""]
+
+
 def throughput_section(res) -> list:
     out = ["## 1. Training throughput, CPU, SST-2 train", ""]
     out.append(f"Machine: {_machine(res['machine'])}.")
     out.append("")
-    out.append(f"Batch {res['batch_size']} sentences, samples/s over {res['updates']} updates after {res['warmup']} "
+    out.append(f"Threads per run: {res.get('threads', 'default')}. Batch {res['batch_size']} sentences, samples/s over {res['updates']} updates after {res['warmup']} "
                "warm-up updates; each row ran once per repeat, rows in reverse order on alternate repeats. "
                "'load' is the 1-minute load average before/after the runs (the machine runs other jobs: "
                "with 2 cores, anything above ~2 means the figures were taken under load).")
@@ -45,17 +57,26 @@ def throughput_section(res) -> list:
         s = res["sizes"][model]
         out += ["", f"### {model}: {s['layers']} layers x {s['dim']} hidden, ffn {s['ffn']}, {s['heads']} heads"
                 + (f", embedding {s['embedding_dim']}" if "embedding_dim" in s else ""), ""]
-        out.append("| row | samples/s (median) | each repeat | vs stock | real tokens/batch | pad ratio | load |")
-        out.append("|---|---|---|---|---|---|---|")
-        stock = statistics.median(r["samples_per_s"] for r in block["rows"][0]["runs"])
+        out.append("| row | samples per CPU-second | vs stock | wall samples/s | wall vs stock | "
+                   "real tokens/batch | pad ratio | load |")
+        out.append("|---|---|---|---|---|---|---|---|")
+
+        def med(runs, key):
+            values = [r[key] for r in runs if r.get(key)]
+            return statistics.median(values) if values else None
+
+        stock_runs = block["rows"][0]["runs"]
+        stock_cpu, stock_wall = med(stock_runs, "samples_per_cpu_s"), med(stock_runs, "samples_per_s")
         for row in block["rows"]:
-            runs = row["runs"]
-            med = statistics.median(r["samples_per_s"] for r in runs)
-            each = ", ".join(_fmt(r["samples_per_s"]) for r in runs)
+            runs = [r for r in row["runs"] if r.get("samples_per_s")]
+            if not runs:
+                out.append(f"| {row['name']} | failed: {row['runs'][0].get('error', '?')} | | | | | | |")
+                continue
+            cpu, wall = med(runs, "samples_per_cpu_s"), med(runs, "samples_per_s")
             pad = [r["pad_ratio"] for r in runs if r.get("pad_ratio") is not None]
-            out.append(f"| {row['name']} | {med:.1f} | {each} | {med / stock:.2f}x | "
-                       f"{_fmt(runs[0]['real_tokens_per_batch'], 0)} | {_fmt(pad[0], 3) if pad else '-'} | "
-                       f"{_loads(runs)} |")
+            out.append(f"| {row['name']} | {_fmt(cpu)} | {_fmt(cpu / stock_cpu if cpu and stock_cpu else None, 2)}x | "
+                       f"{_fmt(wall)} | {wall / stock_wall:.2f}x | {_fmt(runs[0]['real_tokens_per_batch'], 0)} | "
+                       f"{_fmt(pad[0], 3) if pad else '-'} | {_loads(runs)} |")
         out += ["", "<details><summary>commands</summary>", ""]
         for row in block["rows"]:
             out += [f"- {row['name']}:", "  ```", f"  {row['command']}", "  ```"]
@@ -73,15 +94,19 @@ def scaling_section(res) -> list:
         out.append(f"| {r['name']} | {r['samples_per_s']:.1f} | {r['updates_per_s']:.2f} | "
                    f"{r['load_before']:.1f}-{r['load_after']:.1f} | `{r['command']}` |")
     out += ["", "Hook overhead: stock command with and without `--user-dir fairseq_npu`, alternated:", ""]
-    out.append("| run | samples/s | load |")
-    out.append("|---|---|---|")
+    out.append("| run | samples per CPU-second | wall samples/s | load |")
+    out.append("|---|---|---|---|")
     for r in res["hooks"]:
-        out.append(f"| {r['name']} | {r['samples_per_s']:.1f} | {r['load_before']:.1f}-{r['load_after']:.1f} |")
-    plain = [r["samples_per_s"] for r in res["hooks"] if r["name"] == "stock"]
-    hooked = [r["samples_per_s"] for r in res["hooks"] if r["name"] != "stock"]
-    if plain and hooked:
-        ratio = statistics.median(hooked) / statistics.median(plain)
-        out += ["", f"Median hooked / plain: **{ratio:.3f}**."]
+        out.append(f"| {r['name']} | {_fmt(r.get('samples_per_cpu_s'))} | {r['samples_per_s']:.1f} | "
+                   f"{r['load_before']:.1f}-{r['load_after']:.1f} |")
+    for key, label in (("samples_per_cpu_s", "CPU-time"), ("samples_per_s", "wall")):
+        plain = [r[key] for r in res["hooks"] if r["name"] == "stock" and r.get(key)]
+        hooked = [r[key] for r in res["hooks"] if r["name"] != "stock" and r.get(key)]
+        if plain and hooked:
+            ratio = statistics.median(hooked) / statistics.median(plain)
+            out += ["", f"Median hooked / plain ({label}): **{ratio:.3f}**."]
+    if res["hooks"]:
+        out += ["", f"Command (hooked run): `{res['hooks'][-1]['command']}`"]
     if "import" in res:
         imp = res["import"]
         out += ["", f"Start-up: `import fairseq, fairseq.options` {imp['fairseq']} s; plus `import fairseq_npu` "
@@ -89,8 +114,8 @@ def scaling_section(res) -> list:
     return out + [""]
 
 
-def accuracy_section(res) -> list:
-    out = ["## 3. Accuracy: from scratch, stock path vs plugin path, same budget", "",
+def accuracy_section(res, title="## 3. Accuracy: from scratch, stock path vs plugin path, same budget") -> list:
+    out = [title, "",
            f"Machine: {_machine(res['machine'])}.", ""]
     sizes = ", ".join(f"{m} {s['layers']} layers x {s['dim']}" for m, s in res["sizes"].items())
     out.append(f"Models: {sizes}, random init. Budget per task: " + "; ".join(
@@ -122,8 +147,11 @@ def render() -> Path:
              "`work_dirs/benchmarks/`.", ""]
     if NOTES.exists():
         lines += [NOTES.read_text().rstrip(), ""]
-    for name, section in (("throughput_cpu", throughput_section), ("scaling_cpu", scaling_section),
-                          ("accuracy_cpu", accuracy_section)):
+    for name, section in (("padding_sst2", padding_section), ("throughput_cpu", throughput_section), ("scaling_cpu", scaling_section),
+                          ("accuracy_cpu", accuracy_section),
+                          ("accuracy_variants_cpu", lambda r: accuracy_section(
+                              r, "## 3b. Accuracy: plugin path with a finite group window / without grouping "
+                                 "(same budget as section 3)"))):
         res = _load(name)
         if res is None:
             lines += [f"_{name}: not measured yet._", ""]

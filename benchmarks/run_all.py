@@ -15,6 +15,7 @@ import bench_accuracy  # noqa: E402
 import bench_scaling  # noqa: E402
 import bench_throughput  # noqa: E402
 import glue_data  # noqa: E402
+import padding_stats  # noqa: E402
 import report  # noqa: E402
 
 STEPS = {"throughput": bench_throughput.main, "scaling": bench_scaling.main, "accuracy": bench_accuracy.main}
@@ -30,6 +31,7 @@ def main(argv=None) -> int:
         if unknown:
             p.error(f"--only: unknown step(s) {sorted(unknown)}; choose from {', '.join(STEPS)}")
         glue_data.main([])
+        padding_stats.main()
         for step in a.only.split(","):
             STEPS[step]([])
     print(report.render())

@@ -1,0 +1,32 @@
+"""``fairseq-train`` with each update's process CPU time logged as ``cpu_ms`` in the ``train_inner`` records.
+
+On a shared machine wall-clock rates swing with other jobs' load; the CPU time a single-threaded
+(``OMP_NUM_THREADS=1``) trainer spends inside ``Trainer.train_step`` barely does, so samples per CPU-second
+compare stock and plugin runs fairly even when they could not run on an idle machine. Everything else is
+stock ``fairseq-train``: same command-line flags (pass them after the script name).
+"""
+
+import sys
+import time
+
+from fairseq_cli.train import cli_main  # first: it sets fairseq-train's log format (read by the benchmarks)
+
+from fairseq import trainer  # noqa: E402
+from fairseq.logging import metrics  # noqa: E402
+
+_step = trainer.Trainer.train_step
+
+
+def _timed_train_step(self, samples, raise_oom=False):
+    start = time.process_time()
+    out = _step(self, samples, raise_oom)
+    # inside fairseq's "train_inner" aggregation: the record carries the mean over its interval
+    metrics.log_scalar("cpu_ms", (time.process_time() - start) * 1000.0, 1, round=2)
+    return out
+
+
+trainer.Trainer.train_step = _timed_train_step
+
+if __name__ == "__main__":
+    sys.argv[0] = "fairseq-train"
+    sys.exit(cli_main())
