@@ -11,6 +11,7 @@ import argparse
 import functools
 import logging
 import os
+import types
 from dataclasses import dataclass
 from typing import Callable, List
 
@@ -323,6 +324,33 @@ def _install_safe_checkpoint_load():
 
 
 # --------------------------------------------------------------------------------------------------------------
+# numpy 2
+
+
+class _NumpyWithCompat(types.ModuleType):
+    """numpy as a fairseq data module sees it: everything forwarded, plus the ``np.compat.long`` numpy 2 removed."""
+
+    def __init__(self, numpy_module):
+        super().__init__("numpy")
+        self._numpy = numpy_module
+        self.compat = types.SimpleNamespace(long=numpy_module.int64)
+
+    def __getattr__(self, name):
+        return getattr(self._numpy, name)
+
+
+def _install_numpy_compat():
+    import numpy
+    from fairseq.data import language_pair_dataset, token_block_dataset
+
+    if hasattr(numpy, "compat"):
+        return  # numpy 1.x still has it
+    for module in (token_block_dataset, language_pair_dataset):
+        if not isinstance(module.np, _NumpyWithCompat):
+            module.np = _NumpyWithCompat(module.np)
+
+
+# --------------------------------------------------------------------------------------------------------------
 # mixed precision and the optimizer (logic in fairseq_npu/amp/fairseq_hooks.py)
 
 
@@ -371,6 +399,9 @@ HOOKS: List[Hook] = [
          "(also in fairseq.distributed.utils, whose _broadcast_object_slow unpickles rank 0's checkpoint)",
          "torch >= 2.6 refuses argparse.Namespace etc. in checkpoint_last.pt and roberta model.pt; switching "
          "weights_only off would execute arbitrary pickles", _install_safe_checkpoint_load),
+    Hook("fairseq.data.token_block_dataset.np", "gives the module's numpy a compat.long (= int64); also in "
+         "language_pair_dataset", "numpy 2 removed np.compat, so masked_lm --sample-break-mode eos fails",
+         _install_numpy_compat),
     Hook("fairseq.options.add_optimization_args", "adds --amp-dtype and ModelZoo's --use-apex, --opt-level, "
          "--loss-scale, --use-npu-adam", "ModelZoo launch lines pass them; stock cannot choose the --amp dtype",
          _amp("install_flags")),

@@ -58,6 +58,8 @@ def test_every_listed_hook_is_installed():
         if hook.target.startswith("fairseq.checkpoint_utils.torch"):
             assert isinstance(checkpoint_utils.torch, TorchWithSafeLoad)
             assert isinstance(dist_utils.torch, TorchWithSafeLoad)
+        elif hook.target.endswith(".np"):
+            assert hook.target == "fairseq.data.token_block_dataset.np"
         else:
             assert hooks.is_hooked(owner, name), hook.target
 
@@ -273,3 +275,12 @@ def test_two_cpu_processes_spawned_by_stock_call_main(tmp_path):
         assert r["gathered"] == [{"rank": 0, "word": "ab"}, {"rank": 1, "word": "abab"}]
         # each rank saw inputs of 1s or 2s: DDP averages the per-rank gradients (2*1 and 2*2) -> 3
         assert r["grad"] == [[3.0, 3.0, 3.0]]
+
+
+def test_token_blocks_in_eos_mode_under_numpy_2():
+    """masked_lm --sample-break-mode eos builds its slices with np.compat.long, gone in numpy 2."""
+    from fairseq.data import TokenBlockDataset
+
+    sentences = [torch.tensor([5, 6, 2]), torch.tensor([7, 2]), torch.tensor([8, 9, 10, 2])]
+    blocks = TokenBlockDataset(sentences, [3, 2, 4], block_size=8, pad=1, eos=2, break_mode="eos")
+    assert [blocks[i].tolist() for i in range(len(blocks))] == [[5, 6, 2], [7, 2], [8, 9, 10, 2]]
