@@ -41,3 +41,14 @@ def test_throughput_without_measured_interval_says_so():
     inner = fairseq_log.parse_records(LOG)["train_inner"]
     with pytest.raises(ValueError, match="no train_inner interval after 30 warm-up updates"):
         fairseq_log.throughput(inner, warmup_updates=30)
+
+
+
+def test_samples_per_cpu_second_from_cpu_ms():
+    timed = LOG.replace('"ups"', '"cpu_ms": "500", "ups"', 1).replace('"ups": "2"', '"ups": "2", "cpu_ms": "250"')
+    timed = timed.replace('"ups": "4"', '"ups": "4", "cpu_ms": "100"')
+    tp = fairseq_log.throughput(fairseq_log.parse_records(timed)["train_inner"], warmup_updates=10)
+    # 320 + 160 samples over 10 x 0.25 + 10 x 0.1 CPU-seconds
+    assert tp.samples_per_cpu_s == pytest.approx(480 / 3.5)
+    # without cpu_ms on every record there is no CPU-time figure
+    assert fairseq_log.throughput(fairseq_log.parse_records(LOG)["train_inner"], 10).samples_per_cpu_s is None
