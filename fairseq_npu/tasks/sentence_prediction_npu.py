@@ -164,16 +164,11 @@ class SentencePredictionNpuTask(SentencePredictionTask):
     # steps
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
-        # the stock step, with autocast on the selected device instead of torch.cuda.amp.autocast
-        self._optimizer = optimizer
-        model.train()
-        model.set_num_updates(update_num)
-        with torch.autograd.profiler.record_function("forward"), autocast_for(optimizer):
-            loss, sample_size, logging_output = criterion(model, sample)
-        if ignore_grad:
-            loss *= 0
-        with torch.autograd.profiler.record_function("backward"):
-            optimizer.backward(loss)
+        # FairseqTask.train_step, which the plugin's hook makes autocast on the selected device
+        self._optimizer = optimizer  # valid_step autocasts like training did
+        loss, sample_size, logging_output = super().train_step(
+            sample, model, criterion, optimizer, update_num, ignore_grad
+        )
         self._log_padding(sample, logging_output)
         return loss, sample_size, logging_output
 
