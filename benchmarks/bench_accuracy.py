@@ -69,7 +69,8 @@ def curve(log_text: str, metric: str) -> dict:
             raise ValueError(f"validation record lacks valid_{metric}: {sorted(r)}")
         points.append(dict(update=r["valid_num_updates"], value=round(value, 2), loss=r.get("valid_loss"),
                            seconds=round(r["_time"] - t0, 1) if t0 is not None else None))
-    return dict(metric=metric, points=points, final=points[-1]["value"], best=max(p["value"] for p in points))
+    finite = [p["value"] for p in points if p["value"] == p["value"]]  # pearson is nan for constant predictions
+    return dict(metric=metric, points=points, final=points[-1]["value"], best=max(finite) if finite else None)
 
 
 def plot(result: dict, img_dir: Path) -> list:

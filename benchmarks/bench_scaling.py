@@ -42,7 +42,12 @@ def train_cmd(data: Path, batch_size: int, max_update: int, plugin_best: bool, u
 
 
 def measure(name, cmd, env, log, warmup):
-    info = common.run_logged(cmd, log, env=env)
+    try:
+        info = common.run_logged(cmd, log, env=env)
+    except RuntimeError as e:  # reported in the table, with the error, instead of losing the other rows
+        last = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
+        print(f"  {name}: FAILED: {last}", flush=True)
+        return dict(name=name, command=common.shell_command(cmd, env), error=last, log=str(log))
     tp = fairseq_log.throughput(fairseq_log.parse_records(log.read_text()).get("train_inner", []), warmup)
     print(f"  {name:40s} {tp.samples_per_s:8.1f} samples/s {tp.samples_per_cpu_s or 0:8.1f} samples/cpu-s  (load {info['load_before']} -> {info['load_after']})",
           flush=True)
@@ -72,6 +77,11 @@ def main(argv=None) -> int:
     max_update = a.warmup + a.updates
     work = common.WORK / "scaling"
     result = dict(machine=common.machine(), warmup=a.warmup, updates=a.updates, scaling=[], hooks=[])
+    previous = common.RESULTS / f"{a.out}.json"
+    if a.skip_scaling and previous.exists():  # keep the scaling rows measured before
+        import json
+
+        result["scaling"] = json.loads(previous.read_text()).get("scaling", [])
 
     print("scaling (roberta reduced, plugin best settings)", flush=True)
     rows = [

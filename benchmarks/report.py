@@ -91,6 +91,9 @@ def scaling_section(res) -> list:
     out.append("| run | samples/s | updates/s | load | command |")
     out.append("|---|---|---|---|---|")
     for r in res["scaling"]:
+        if "error" in r:
+            out.append(f"| {r['name']} | failed: `{r['error']}` | | | `{r['command']}` |")
+            continue
         out.append(f"| {r['name']} | {r['samples_per_s']:.1f} | {r['updates_per_s']:.2f} | "
                    f"{r['load_before']:.1f}-{r['load_after']:.1f} | `{r['command']}` |")
     out += ["", "Hook overhead: stock command with and without `--user-dir fairseq_npu`, alternated:", ""]
@@ -126,7 +129,7 @@ def accuracy_section(res, title="## 3. Accuracy: from scratch, stock path vs plu
         for model, by_path in by_model.items():
             for path, run in by_path.items():
                 c = run["curve"]
-                out.append(f"| {task} | {model} | {path} | {c['metric']} {c['final']:.1f} | {c['best']:.1f} | "
+                out.append(f"| {task} | {model} | {path} | {c['metric']} {c['final']:.1f} | {_fmt(c['best'])} | "
                            f"{run['wall_s']:.0f} | {run['load_before']:.1f}-{run['load_after']:.1f} |")
     out.append("")
     for plot in res.get("plots", []):
