@@ -10,6 +10,7 @@
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,7 +38,7 @@ def run_demo(workdir: Path, model: str, device: str, epochs: int) -> dict:
         "--batch-size=32", *SMALL_MODEL_ARGS[model], "--log-interval", "10",
     ]
     print("+ " + " ".join(command), flush=True)
-    subprocess.run(command, cwd=REPO, check=True)
+    subprocess.run(command, cwd=REPO, check=True, env=dict(os.environ, PYTHON=sys.executable))
     return json.loads((output_dir / "summary.json").read_text())
 
 

@@ -8,7 +8,15 @@ set -o pipefail
 TEST_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(dirname "$TEST_DIR")"
 SCRIPT="$(basename "${BASH_SOURCE[1]:-$0}")"
-PYTHON="${PYTHON:-$(command -v python3 || command -v python)}"
+# the interpreter: $PYTHON if set; else an activated virtualenv's; else this repository's .venv (`make install`)
+# when present, so the scripts work without activating it; else python3 on PATH
+if [[ -z "${PYTHON:-}" ]]; then
+    if [[ -z "${VIRTUAL_ENV:-}" && -x "$REPO/.venv/bin/python" ]]; then
+        PYTHON="$REPO/.venv/bin/python"
+    else
+        PYTHON="$(command -v python3 || command -v python)"
+    fi
+fi
 
 usage() {
     cat <<EOF

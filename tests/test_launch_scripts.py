@@ -6,8 +6,10 @@ all-reduced across the two ranks give the same weights (dropout is off so both r
 """
 
 import json
+import os
 import random
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,7 +72,7 @@ def data(tmp_path_factory):
 
 def run_script(name, *args):
     run = subprocess.run(["bash", str(REPO / "test" / name), *map(str, args)], capture_output=True, text=True,
-                         timeout=300, cwd=REPO)
+                         timeout=300, cwd=REPO, env=dict(os.environ, PYTHON=sys.executable))
     assert run.returncode == 0, f"{name} failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
     return run
 
