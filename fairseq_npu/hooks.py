@@ -187,19 +187,26 @@ def _install_distributed_main():
     wrap(dist_utils, "distributed_main", make)
 
 
+def resolve_distributed_backend(cfg) -> None:
+    """Turn ``--distributed-backend auto`` (the plugin's default) into hccl / nccl / gloo for the selected device.
+
+    nccl or hccl off their device are replaced too; any other explicit choice (gloo on an accelerator, mpi) is kept.
+    Runs in the parent before workers are spawned and again in ``distributed_init``.
+    """
+    backend = device.get()
+    wanted = "gloo" if getattr(cfg, "common", None) is not None and cfg.common.cpu else backend.dist_backend
+    configured = cfg.distributed_training.distributed_backend
+    if configured == "auto" or (configured in ("nccl", "hccl") and configured != wanted):
+        logger.info(f"fairseq_npu: distributed backend {configured} -> {wanted} for device {backend.type}")
+        cfg.distributed_training.distributed_backend = wanted
+
+
 def _install_distributed_backend():
     from fairseq.distributed import utils as dist_utils
 
     def make(original):
         def distributed_init(cfg):
-            backend = device.get()
-            wanted = "gloo" if getattr(cfg, "common", None) is not None and cfg.common.cpu else backend.dist_backend
-            configured = cfg.distributed_training.distributed_backend
-            # "auto" (the plugin's default) follows the device; nccl / hccl cannot work off their device;
-            # any other explicit choice (gloo on an accelerator, mpi) is the user's
-            if configured == "auto" or (configured in ("nccl", "hccl") and configured != wanted):
-                logger.info(f"fairseq_npu: distributed backend {configured} -> {wanted} for device {backend.type}")
-                cfg.distributed_training.distributed_backend = wanted
+            resolve_distributed_backend(cfg)
             return original(cfg)
 
         return distributed_init
@@ -234,6 +241,19 @@ def _install_launch_init():
     wrap(dist_utils, "infer_init_method", make)
 
 
+def spawned_worker(i, main, cfg, kwargs):
+    """Entry point of each worker the plugin spawns.
+
+    A spawned worker starts as a fresh interpreter: fairseq's ``distributed_main`` pickled by name would run there
+    unhooked (no npu set_device, no backend resolution) until ``main`` imports the user dir. Unpickling this
+    function imports fairseq_npu first, which installs every hook.
+    """
+    from fairseq.distributed import utils as dist_utils
+
+    install()
+    dist_utils.distributed_main(i, main, cfg, kwargs)
+
+
 def _install_call_main():
     from fairseq.distributed import utils as dist_utils
 
@@ -241,6 +261,7 @@ def _install_call_main():
         def call_main(cfg, main, **kwargs):
             backend = device.get()
             dt = cfg.distributed_training
+            resolve_distributed_backend(cfg)  # stock's own spawn (cuda) starts workers without the plugin
             spawn_here = (
                 backend.type != "cuda"
                 and dt.distributed_init_method is None
@@ -260,9 +281,7 @@ def _install_call_main():
             dt.distributed_init_method = f"tcp://localhost:{port}"
             kwargs["start_rank"] = dt.distributed_rank or 0
             dt.distributed_rank = None
-            torch.multiprocessing.spawn(
-                fn=dist_utils.distributed_main, args=(main, cfg, kwargs), nprocs=nprocs, join=True
-            )
+            torch.multiprocessing.spawn(fn=spawned_worker, args=(main, cfg, kwargs), nprocs=nprocs, join=True)
 
         return call_main
 

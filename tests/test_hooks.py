@@ -284,3 +284,15 @@ def test_token_blocks_in_eos_mode_under_numpy_2():
     sentences = [torch.tensor([5, 6, 2]), torch.tensor([7, 2]), torch.tensor([8, 9, 10, 2])]
     blocks = TokenBlockDataset(sentences, [3, 2, 4], block_size=8, pad=1, eos=2, break_mode="eos")
     assert [blocks[i].tolist() for i in range(len(blocks))] == [[5, 6, 2], [7, 2], [8, 9, 10, 2]]
+
+
+def test_spawned_workers_are_hooked_before_fairseq_runs(tmp_path):
+    """fairseq-train's main imports the plugin only after distributed init; the spawned worker must not wait."""
+    from plugin_free_worker import record_worker_state
+
+    cfg = make_cfg("--cpu", "--distributed-world-size", "2", "--distributed-port", str(_free_port()))
+    assert cfg.distributed_training.distributed_backend == "auto"
+    dist_utils.call_main(cfg, record_worker_state, out_dir=str(tmp_path))
+    for rank in (0, 1):
+        state = json.loads((tmp_path / f"plugin_free_rank{rank}.json").read_text())
+        assert state == {"backend": "gloo", "configured": "gloo", "distributed_main_hooked": True}
