@@ -18,8 +18,8 @@ install: $(VENV)/.installed
 $(VENV)/.installed: setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install $(PIP_FLAGS) "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install $(PIP_FLAGS) --no-deps "$(FAIRSEQ_SPEC)"
 	$(BIN)/python -m pip install $(PIP_FLAGS) -e ".[test]"
+	$(BIN)/python -m pip install $(PIP_FLAGS) --no-deps "$(FAIRSEQ_SPEC)"
 	touch $@
 
 demo: install
