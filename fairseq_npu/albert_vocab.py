@@ -221,7 +221,7 @@ def normalize_text(text: str, lowercase: bool = True, keep_accents: bool = False
     import unicodedata
 
     text = " ".join(text.strip().split()).replace("``", '"').replace("''", '"')
-    if not keep_accents:
+    if not keep_accents and not text.isascii():  # NFKD and combining marks only matter outside ASCII
         text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
     return text.lower() if lowercase else text
 

@@ -9,7 +9,6 @@ become fairseq ids through the shared contract in :mod:`fairseq_npu.albert_vocab
 
 import itertools
 import logging
-import unicodedata
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Tuple
 
@@ -20,18 +19,13 @@ from fairseq_npu.preprocess.tsv_reader import GlueInputError
 
 logger = logging.getLogger(__name__)
 
-SPIECE_UNDERLINE = "\u2581"
 # names under which ALBERT releases ship their SentencePiece model, looked up in --vocab-dir in this order
 MODEL_NAMES = ("spiece.model", "30k-clean.model", "30k-clean.rebuilt.model")
 
 
 def albert_normalize(text: str) -> str:
     """ALBERT's ``preprocess_text`` with lower-casing and accent stripping (albert-base-v2 and friends)."""
-    text = " ".join(text.split())
-    text = text.replace("``", '"').replace("''", '"')
-    if not text.isascii():  # NFKD and combining marks only matter outside ASCII
-        text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
-    return text.lower()
+    return albert_vocab.normalize_text(text)
 
 
 def find_spm_model(spm_model: Optional[Path], vocab_dir: Optional[Path]) -> Path:
@@ -93,16 +87,7 @@ class AlbertSpmEncoder:
         return self.lookup[ids], sizes
 
     def _encode_resplit(self, text: str):
-        pieces = []
-        for piece in self.sp.encode_as_pieces(text):
-            if len(piece) > 1 and piece[-1] == "," and piece[-2].isdigit():
-                sub = self.sp.encode_as_pieces(piece[:-1].replace(SPIECE_UNDERLINE, ""))
-                if piece[0] != SPIECE_UNDERLINE and sub and sub[0][0] == SPIECE_UNDERLINE:
-                    sub = sub[1:] if len(sub[0]) == 1 else [sub[0][1:]] + sub[1:]
-                pieces.extend(sub + [piece[-1]])
-            else:
-                pieces.append(piece)
-        return [self.sp.piece_to_id(p) for p in pieces]
+        return [self.sp.piece_to_id(p) for p in albert_vocab.encode_pieces(self.sp, text)]
 
 
 def train_spm(sentences: Iterable[str], vocab_size: int, model_path: Path, workers: int = 1) -> Path:
