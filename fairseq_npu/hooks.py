@@ -385,6 +385,18 @@ def _amp(name: str) -> Callable[[], None]:
     return install
 
 
+def _apex_amp(name: str) -> Callable[[], None]:
+    """The install function ``name`` of fairseq_npu.amp.apex_amp, imported when the hook is installed."""
+
+    def install():
+        from fairseq_npu.amp import apex_amp
+
+        getattr(apex_amp, name)()
+
+    install.__name__ = name
+    return install
+
+
 HOOKS: List[Hook] = [
     Hook("fairseq.options.add_distributed_training_args", "adds --device-type {auto,npu,cuda,cpu}",
          "the device must be choosable on the command line, and spawned workers must inherit it",
@@ -443,6 +455,17 @@ HOOKS: List[Hook] = [
          "stock calls .cuda() on it", _amp("install_trainer_clip_grad_norm")),
     Hook("fairseq.optim.dynamic_loss_scaler.DynamicLossScaler.check_overflow", "counts skipped steps, logged as "
          "'overflows'", "stock logs one line per overflow but no count", _amp("install_overflow_count")),
+    # --use-apex with apex installed (logic in fairseq_npu/amp/apex_amp.py; each steps aside unless apex drives the run)
+    Hook("fairseq.trainer.Trainer._build_optimizer", "--use-apex: apex.amp.initialize(model, optimizer, opt_level, "
+         "loss_scale[, combine_grad]) after the stock build; a rebuild keeps apex's optimizer",
+         "the ModelZoo recipe ran apex.amp from a forked Trainer; stock has no apex",
+         _apex_amp("install_build_optimizer")),
+    Hook("fairseq.optim.fairseq_optimizer.FairseqOptimizer.backward", "--use-apex: the backward pass through "
+         "amp.scale_loss(loss, optimizer)", "stock calls loss.backward(), unscaled", _apex_amp("install_backward")),
+    Hook("fairseq.optim.fairseq_optimizer.FairseqOptimizer.clip_grad_norm", "--use-apex: a step apex skips for "
+         "overflow raises fairseq's OverflowError (no update, 'overflows' logged); logs apex's loss_scale",
+         "otherwise fairseq counts the skipped step as an update, or stops on the inf grad norm",
+         _apex_amp("install_overflow_skip")),
 ]
 
 

@@ -5,9 +5,10 @@ fairseq's dataclass configs drop flags they do not know, so these act while the 
 
 * ``--amp-dtype auto|float16|bfloat16`` picks the autocast dtype of ``--amp`` (O1). auto: float16 on cuda and
   npu (bfloat16 where the device has no float16), bfloat16 on cpu.
-* ModelZoo's ``--use-apex --opt-level O1|O2 --loss-scale N|dynamic`` and ``--use-npu-adam`` are rewritten into
-  this plugin's flags before fairseq parses (see ``translate``): the same precision recipe, run by torch.amp
-  (apex.amp itself is not driven, even when installed; a one-line notice says so).
+* ModelZoo's ``--use-apex --opt-level O0|O1|O2 --loss-scale N|dynamic``: with apex.amp importable (and no explicit
+  --fp16/--bf16/--amp) apex drives the run (fairseq_npu.amp.apex_amp; the run stays fp32 for fairseq); otherwise
+  they are rewritten into this plugin's flags before fairseq parses (see ``translate``), the same precision recipe
+  run by torch.amp, with a one-line notice. ``--use-npu-adam`` is rewritten in both cases.
 * ``--bf16`` no longer implies ``--tpu`` (stock sets it unconditionally, and the Trainer then looks for an XLA
   device); an explicit ``--tpu`` keeps the stock meaning.
 """
@@ -22,6 +23,7 @@ from typing import List, Optional
 import torch
 
 from fairseq_npu import device
+from fairseq_npu.amp import apex_amp
 
 logger = logging.getLogger(__name__)
 
@@ -127,24 +129,34 @@ def translate(argv: List[str]) -> List[str]:
             raise ValueError(f"--use-npu-adam applies to --optimizer adam, got --optimizer {optimizer}")
 
     loss_scale = _value(argv, "--loss-scale")
-    if loss_scale not in (None, "dynamic"):
+    # apex.amp runs the ModelZoo recipe itself when it is installed and no precision flag overrides it
+    use_apex = _has(argv, "--use-apex") and not any(_has(argv, f) for f in PRECISION_FLAGS) and apex_available()
+    apex_amp.request((_value(argv, "--opt-level") or "O1") if use_apex else None, loss_scale)
+    if use_apex:
+        level = _value(argv, "--opt-level") or "O1"
+        notes.append(f"--use-apex --opt-level {level}: apex.amp drives mixed precision "
+                     f"(loss scale {loss_scale or 'dynamic'})")
+    elif loss_scale not in (None, "dynamic"):
         scale = str(int(float(loss_scale)))
         argv += ["--fp16-init-scale", scale]
         if not _has(argv, "--fp16-scale-window") and not _has(argv, "--amp-scale-window"):
             argv += ["--fp16-scale-window", str(NEVER)]
         notes.append(f"--loss-scale {loss_scale}: loss scale starts at {scale} and is never raised")
 
-    if _has(argv, "--use-apex"):
+    if _has(argv, "--use-apex") and not use_apex:
         level = _value(argv, "--opt-level") or "O1"
         if level != "O0":
             mode = "--amp" if level == "O1" else "--fp16"
-            if not any(_has(argv, f) for f in PRECISION_FLAGS):
+            explicit = [f for f in PRECISION_FLAGS if _has(argv, f)]
+            if not explicit:
                 argv.append(mode)
                 if level == "O1" and not _has(argv, "--amp-dtype"):
                     argv += ["--amp-dtype", "float16"]  # apex O1 is fp16 autocast
-            why = ("apex.amp is installed but not driven by this plugin" if apex_available()
-                   else "apex is not installed")
-            notes.append(f"{why}: --use-apex --opt-level {level} runs as {mode} with torch.amp")
+            if explicit:  # apex or not, an explicit precision flag wins over the --opt-level mapping
+                notes.append(f"{explicit[0]} given: --use-apex --opt-level {level} runs as {explicit[0]} "
+                             f"with torch.amp")
+            else:
+                notes.append(f"apex is not installed: --use-apex --opt-level {level} runs as {mode} with torch.amp")
     for note in notes:
         print(f"fairseq_npu: {note}", file=sys.stderr)
     return argv

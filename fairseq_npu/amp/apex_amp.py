@@ -1,0 +1,263 @@
+"""``--use-apex`` with apex installed: apex.amp drives mixed precision inside stock fairseq's Trainer.
+
+The Ascend ModelZoo fork of fairseq called ``amp.initialize(model, optimizer, opt_level, loss_scale,
+combine_grad=...)`` once the Trainer had its model and optimizer, and ran every backward pass as
+``with amp.scale_loss(loss, optimizer) as scaled_loss: scaled_loss.backward()``. This module does the same from
+outside, through three hooks (listed in ``fairseq_npu.hooks.HOOKS``):
+
+* ``Trainer._build_optimizer``: after the stock build, ``amp.initialize`` on the model and the torch optimizer
+  inside fairseq's optimizer; the returned objects replace the ones fairseq holds. fairseq builds the optimizer
+  again when it loads a checkpoint, and apex cannot initialize twice, so the apex-initialized optimizer is kept.
+* ``FairseqOptimizer.backward``: the backward pass through ``amp.scale_loss`` (scaled on entry; on exit apex
+  unscales into the gradients fairseq's optimizer steps on, and arms a skip of the next step on overflow).
+* ``FairseqOptimizer.clip_grad_norm`` (the first thing the Trainer does with the gradients after they are
+  reduced): a step apex is going to skip becomes fairseq's ``OverflowError``, so the Trainer drops the
+  gradients, does not count an update, and logs ``overflows=`` beside ``loss_scale=``.
+
+The run itself stays fp32 as far as fairseq knows (no ``--fp16`` / ``--amp``): apex casts the model (O2) or
+patches torch functions (O1). Everything steps aside unless ``fairseq_npu.amp.flags.translate`` decided, while
+parsing the command line, that apex drives this run; the decision travels in ``$FAIRSEQ_NPU_APEX`` like the
+other mixed-precision flags, so spawned workers agree.
+"""
+
+import gc
+import importlib
+import inspect
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import List, Optional, Union
+
+import torch
+
+from fairseq_npu import device
+
+logger = logging.getLogger(__name__)
+
+APEX_ENV = "FAIRSEQ_NPU_APEX"  # "<opt level> <loss scale>", e.g. "O2 128.0" or "O1 dynamic"; unset: not driven
+STATE_ATTR = "fairseq_npu_apex"  # on the fairseq optimizer apex was initialized with
+
+
+@dataclass(frozen=True)
+class ApexRequest:
+    opt_level: str
+    loss_scale: Union[float, str]  # a number (static scale) or "dynamic"
+
+
+@dataclass
+class ApexState:
+    """What the hooks keep on a fairseq optimizer that apex.amp drives."""
+
+    amp: object  # the apex.amp module
+    request: ApexRequest
+    param_ids: List[int]  # the parameters apex was initialized with (the model's, and the criterion's)
+    overflows: int = 0
+    initialize_kwargs: dict = field(default_factory=dict)
+
+
+def request(opt_level: Optional[str], loss_scale: Optional[str] = None) -> None:
+    """Record for this process (and its spawned workers) that apex drives the run; ``None`` clears it."""
+    if opt_level is None:
+        os.environ.pop(APEX_ENV, None)
+        return
+    try:
+        scale = "dynamic" if loss_scale in (None, "dynamic") else str(float(loss_scale))
+    except ValueError:
+        scale = "dynamic"  # argparse rejects the value with its own message right after
+    os.environ[APEX_ENV] = f"{opt_level} {scale}"
+
+
+def requested() -> Optional[ApexRequest]:
+    value = os.environ.get(APEX_ENV, "").split()
+    if len(value) != 2:
+        return None
+    level, scale = value
+    return ApexRequest(level, scale if scale == "dynamic" else float(scale))
+
+
+def _amp_module():
+    return importlib.import_module("apex.amp")
+
+
+def _loss_scale(amp) -> Optional[float]:
+    """apex's current loss scale (loss scaler 0), where this build exposes it."""
+    try:
+        state = importlib.import_module(amp.__name__ + "._amp_state")._amp_state
+        return float(state.loss_scalers[0].loss_scale())
+    except Exception:
+        return None
+
+
+def _skip_pending(optimizer) -> bool:
+    """apex found inf/nan gradients in the last scale_loss and replaced optimizer.step by a one-shot skip."""
+    return bool(getattr(getattr(optimizer, "_amp_stash", None), "already_patched", False))
+
+
+def _drop_unaccepted(method, names):
+    """``method`` (an apex-patched bound method), callable with the arguments fairseq passes.
+
+    apex O2 replaces ``step`` and ``zero_grad`` by methods that take no arguments, while fairseq's optimizers
+    call ``step(closure)`` and ``zero_grad(set_to_none=...)``; arguments the method does not take are dropped
+    (a real closure is refused, as apex itself does).
+    """
+    try:
+        parameters = inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return method
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return method
+    if all(name in parameters for name in names):
+        return method
+
+    def call(*args, **kwargs):
+        given = dict(zip(names, args), **kwargs)
+        if given.get("closure") is not None and "closure" not in parameters:
+            raise RuntimeError("--use-apex: apex.amp does not support optimizer closures")
+        return method(**{k: v for k, v in given.items() if k in parameters})
+
+    call.__name__ = getattr(method, "__name__", "call")
+    return call
+
+
+def _combine_grad(amp, fairseq_optimizer) -> bool:
+    """Ascend apex's combine_grad=True (as the ModelZoo scripts passed it with the NPU fused Adam): only where this
+    apex build takes the argument, on an npu backend, with fused_adamw running its NPU kernel."""
+    try:
+        accepts = "combine_grad" in inspect.signature(amp.initialize).parameters
+    except (TypeError, ValueError):
+        accepts = False
+    return accepts and device.get().type == "npu" and getattr(fairseq_optimizer, "impl", None) == "npu"
+
+
+def _trainable_param_ids(trainer) -> List[int]:
+    params = list(trainer._model.parameters()) + list(trainer._criterion.parameters())
+    return [id(p) for p in params if p.requires_grad]
+
+
+def _refuse_unsupported(trainer) -> None:
+    cfg = trainer.cfg
+    unsupported = [
+        (trainer.is_fsdp, "--ddp-backend fully_sharded"),
+        (cfg.optimization.use_bmuf, "--use-bmuf"),
+        (cfg.distributed_training.zero_sharding != "none", f"--zero-sharding {cfg.distributed_training.zero_sharding}"),
+        (cfg.ema.store_ema, "--store-ema"),
+    ]
+    for bad, flag in unsupported:
+        if bad:
+            raise ValueError(f"--use-apex cannot be combined with {flag} (apex.amp owns the model and optimizer); "
+                             f"drop --use-apex to run the same precision through torch.amp")
+
+
+def initialize(trainer, req: ApexRequest) -> None:
+    """amp.initialize on the trainer's model and the torch optimizer of its fairseq optimizer (built just now)."""
+    _refuse_unsupported(trainer)
+    amp = _amp_module()
+    fairseq_optimizer = trainer._optimizer
+    kwargs = dict(opt_level=req.opt_level, loss_scale=req.loss_scale)
+    if _combine_grad(amp, fairseq_optimizer):
+        kwargs["combine_grad"] = True
+    model, optimizer = amp.initialize(trainer._model, fairseq_optimizer.optimizer, **kwargs)
+    for name, names in (("step", ("closure",)), ("zero_grad", ("set_to_none",))):
+        setattr(optimizer, name, _drop_unaccepted(getattr(optimizer, name), names))
+    wrapped_before = trainer._wrapped_model is not None and trainer._wrapped_model is not trainer._model
+    trainer._model = model
+    fairseq_optimizer.optimizer = optimizer
+    if trainer._wrapped_model is not None:
+        # the model was wrapped (DDP) before the optimizer existed (a --restore-file load): apex wants the
+        # wrapper built around the model it initialized (O2 casts the weights, which DDP's buckets depend on)
+        trainer._wrapped_model = None
+        if wrapped_before:
+            gc.collect()  # the old wrapper's reducer unhooks the parameters when it is freed
+    setattr(fairseq_optimizer, STATE_ATTR, ApexState(amp, req, _trainable_param_ids(trainer), 0, kwargs))
+    logger.info(f"fairseq_npu: apex.amp.initialize({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})")
+
+
+def state_of(fairseq_optimizer) -> Optional[ApexState]:
+    return getattr(fairseq_optimizer, STATE_ATTR, None)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# hooks (installed by fairseq_npu.hooks.HOOKS)
+
+
+def install_build_optimizer():
+    """Trainer._build_optimizer: amp.initialize after the stock build; later rebuilds keep apex's optimizer."""
+    from fairseq.trainer import Trainer
+
+    from fairseq_npu.hooks import wrap
+
+    def make(original):
+        def _build_optimizer(self):
+            kept = state_of(self._optimizer) if self._optimizer is not None else None
+            if kept is not None:  # this model is apex's already, whatever was parsed since
+                if _trainable_param_ids(self) != kept.param_ids:
+                    raise RuntimeError("--use-apex: the model's parameters changed after apex.amp.initialize "
+                                       "(apex cannot initialize twice); drop --use-apex for this run")
+                return  # fairseq rebuilds the optimizer before loading a checkpoint into it: keep apex's
+            req = requested()
+            common = self.cfg.common
+            precision = common.fp16 or common.bf16 or common.amp or common.memory_efficient_fp16 \
+                or common.memory_efficient_bf16
+            if req is None or precision:
+                return original(self)
+            original(self)
+            initialize(self, req)
+
+        return _build_optimizer
+
+    wrap(Trainer, "_build_optimizer", make)
+
+
+def install_backward():
+    """FairseqOptimizer.backward: ``with amp.scale_loss(loss, optimizer) as scaled: scaled.backward()``."""
+    from fairseq.optim.fairseq_optimizer import FairseqOptimizer
+
+    from fairseq_npu.hooks import wrap
+
+    def make(original):
+        def backward(self, loss):
+            state = state_of(self)
+            if state is None:
+                return original(self, loss)
+            with state.amp.scale_loss(loss, self.optimizer) as scaled_loss:
+                scaled_loss.backward()
+
+        return backward
+
+    wrap(FairseqOptimizer, "backward", make)
+
+
+def install_overflow_skip():
+    """FairseqOptimizer.clip_grad_norm: a step apex skips becomes fairseq's OverflowError (no update counted)."""
+    from fairseq.logging import metrics
+    from fairseq.optim.fairseq_optimizer import FairseqOptimizer
+
+    from fairseq_npu.amp.overflow import log_overflows
+
+    from fairseq_npu.hooks import wrap
+
+    def make(original):
+        def clip_grad_norm(self, max_norm, aggregate_norm_fn=None):
+            state = state_of(self)
+            if state is None:
+                return original(self, max_norm, aggregate_norm_fn)
+            scale = _loss_scale(state.amp)
+            if scale is not None:
+                metrics.log_scalar("loss_scale", scale, priority=700, round=4, weight=0)
+            if _skip_pending(self.optimizer):
+                self.optimizer.step()  # apex's one-shot skip: restores step() and drops the master gradients
+                state.overflows += 1
+                log_overflows(state.overflows)
+                raise OverflowError(f"apex.amp skipped the step; loss scale now {scale}")
+            grad_norm = original(self, max_norm, aggregate_norm_fn)
+            if not torch.isfinite(grad_norm).all():
+                # a static --loss-scale: apex would step on inf/nan gradients; skip the update instead
+                state.overflows += 1
+                log_overflows(state.overflows)
+                raise OverflowError(f"inf/nan gradients under apex.amp's static loss scale {scale}")
+            log_overflows(state.overflows)
+            return grad_norm
+
+        return clip_grad_norm
+
+    wrap(FairseqOptimizer, "clip_grad_norm", make)

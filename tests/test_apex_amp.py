@@ -1,0 +1,148 @@
+"""--use-apex driving apex.amp (through the stand-in in tests/apex_stand_in) in fairseq's own Trainer, on cpu."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import fairseq_npu  # noqa: F401  (installs the hooks)
+from fairseq.logging import metrics
+from fairseq.optim.fp16_optimizer import FP16Optimizer
+from fairseq_npu import device
+from fairseq_npu.amp import apex_amp, flags
+from test_amp import make_cfg, make_trainer, one_shot_inf, snapshot, write_tiny_glue
+
+STAND_IN = Path(__file__).resolve().parent / "apex_stand_in"
+TINY = ("--dropout", "0", "--attention-dropout", "0", "--lr", "1e-2")
+
+
+@pytest.fixture(scope="module")
+def tiny_glue(tmp_path_factory):
+    return write_tiny_glue(tmp_path_factory.mktemp("tiny_glue_apex"))
+
+
+@pytest.fixture(autouse=True)
+def cpu_backend(monkeypatch):
+    monkeypatch.delenv(device.ENV_VAR, raising=False)
+    monkeypatch.setenv(flags.AMP_DTYPE_ENV, "auto")
+    monkeypatch.delenv(apex_amp.APEX_ENV, raising=False)  # set by the parser; removed again after each test
+    device.reset()
+    yield
+    device.reset()
+
+
+@pytest.fixture
+def apex_stand_in(monkeypatch):
+    monkeypatch.syspath_prepend(str(STAND_IN))
+    import apex.amp
+
+    apex.amp.reset()
+    yield apex.amp
+    for name in [m for m in sys.modules if m == "apex" or m.startswith("apex.")]:
+        sys.modules.pop(name)
+
+
+def calls(amp, name):
+    return [args for what, args in amp.CALLS if what == name]
+
+
+def build(tiny_glue, *extra):
+    torch.manual_seed(1)  # the same initial weights for every trainer built here
+    return make_trainer(make_cfg(tiny_glue, *TINY, *extra))
+
+
+def test_o2_static_scale_drives_apex_and_matches_fp32(tiny_glue, apex_stand_in, capsys):
+    trainer, batch = build(tiny_glue, "--use-apex", "--opt-level", "O2", "--loss-scale", "128")
+    assert "fairseq_npu: --use-apex --opt-level O2: apex.amp drives mixed precision (loss scale 128)" \
+        in capsys.readouterr().err
+    assert not (trainer.cfg.common.fp16 or trainer.cfg.common.amp or trainer.cfg.common.bf16)  # no torch.amp rewrite
+    assert trainer.cfg.common.fp16_init_scale == 128  # fairseq's default: --loss-scale went to apex, not here
+    optimizer = trainer.optimizer.optimizer
+    (init,) = calls(apex_stand_in, "initialize")
+    assert init["opt_level"] == "O2" and init["loss_scale"] == 128.0 and "combine_grad" not in init
+    assert init["models"] is trainer.model and init["optimizers"] is optimizer
+
+    reference, _ = build(tiny_glue)  # the same run in fp32, no apex
+    assert apex_amp.state_of(reference.optimizer) is None
+    metrics.reset()
+    for _ in range(2):
+        assert trainer.train_step([batch]) is not None
+        reference.train_step([batch])
+    # 128 is a power of two: scaling the loss and unscaling the gradients is exact, so the weights are too
+    for ours, theirs in zip(snapshot(trainer), snapshot(reference)):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    assert calls(apex_stand_in, "scale_loss") == [128.0, 128.0]
+    assert metrics.get_smoothed_values("train")["loss_scale"] == 128.0
+
+    losses = [trainer.train_step([batch, batch])["loss"] for _ in range(8)]  # --update-freq 2 style: 2 backwards
+    assert calls(apex_stand_in, "scale_loss") == [128.0] * (2 + 16)
+    assert losses[-1] < 0.3 * losses[0], losses
+    assert len(calls(apex_stand_in, "initialize")) == 1
+
+    # fairseq rebuilds the optimizer when it loads a checkpoint: apex's stays, initialize is not called again
+    trainer._build_optimizer()
+    assert trainer.optimizer.optimizer is optimizer and len(calls(apex_stand_in, "initialize")) == 1
+
+
+def test_dynamic_scale_overflow_skips_the_update(tiny_glue, apex_stand_in):
+    trainer, batch = build(tiny_glue, "--use-apex")  # --opt-level O1, no --loss-scale
+    assert calls(apex_stand_in, "initialize") == []  # the Trainer builds its optimizer when first needed
+    assert apex_amp.state_of(trainer.optimizer) is not None
+    (init,) = calls(apex_stand_in, "initialize")
+    assert init["opt_level"] == "O1" and init["loss_scale"] == "dynamic"
+    metrics.reset()
+    assert trainer.train_step([batch]) is not None
+    before = snapshot(trainer)
+    adam_steps = trainer.optimizer.optimizer.param_groups[0]["fairseq_step"]
+    one_shot_inf(next(trainer.model.parameters()))
+    assert trainer.train_step([batch]) is None  # fairseq's OverflowError path: no update
+    assert trainer.get_num_updates() == 1
+    assert calls(apex_stand_in, "skip_step") == [2.0 ** 15]  # apex halved its scale and skipped the step
+    assert trainer.optimizer.optimizer.param_groups[0]["fairseq_step"] == adam_steps
+    assert all(torch.equal(a, b) for a, b in zip(before, snapshot(trainer)))
+    assert apex_amp.state_of(trainer.optimizer).overflows == 1
+    assert trainer.train_step([batch]) is not None and trainer.get_num_updates() == 2
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert metrics.get_smoothed_values("train")["overflows"] == 1
+    assert calls(apex_stand_in, "scale_loss") == [2.0 ** 16, 2.0 ** 16, 2.0 ** 15]
+
+
+def test_static_scale_overflow_skips_instead_of_stepping_on_inf(tiny_glue, apex_stand_in):
+    trainer, batch = build(tiny_glue, "--use-apex", "--opt-level", "O2", "--loss-scale", "64")
+    before = snapshot(trainer)
+    one_shot_inf(next(trainer.model.parameters()))
+    assert trainer.train_step([batch]) is None  # apex keeps a static scale and would step: fairseq skips
+    assert trainer.get_num_updates() == 0 and calls(apex_stand_in, "skip_step") == []
+    assert all(torch.equal(a, b) for a, b in zip(before, snapshot(trainer)))
+    assert trainer.train_step([batch]) is not None
+
+
+def test_combine_grad_only_where_apex_takes_it_on_npu(apex_stand_in, npu_stand_in, monkeypatch):
+    fused_npu = type("FusedAdamW", (), {"impl": "npu"})()
+    assert device.get().type == "npu"
+    assert not apex_amp._combine_grad(apex_stand_in, fused_npu)  # NVIDIA's initialize has no combine_grad
+
+    def ascend_initialize(models, optimizers=None, opt_level="O1", loss_scale=None, combine_grad=None):
+        pass
+
+    monkeypatch.setattr(apex_stand_in, "initialize", ascend_initialize)
+    assert apex_amp._combine_grad(apex_stand_in, fused_npu)
+    assert not apex_amp._combine_grad(apex_stand_in, type("Adam", (), {})())
+
+
+def test_explicit_precision_flag_wins_over_apex(tiny_glue, apex_stand_in, capsys):
+    cfg = make_cfg(tiny_glue, "--use-apex", "--opt-level", "O2", "--amp")
+    assert "fairseq_npu: --amp given: --use-apex --opt-level O2 runs as --amp with torch.amp" in capsys.readouterr().err
+    assert cfg.common.amp and apex_amp.requested() is None
+
+
+def test_without_apex_the_torch_amp_fallback_runs(tiny_glue, capsys):
+    assert not flags.apex_available()
+    trainer, batch = build(tiny_glue, "--use-apex", "--opt-level", "O2", "--loss-scale", "128")
+    err = capsys.readouterr().err
+    assert "fairseq_npu: apex is not installed: --use-apex --opt-level O2 runs as --fp16 with torch.amp" in err
+    assert apex_amp.requested() is None and trainer.cfg.common.fp16
+    assert isinstance(trainer.optimizer, FP16Optimizer) and apex_amp.state_of(trainer.optimizer) is None
+    assert trainer.optimizer.scaler.loss_scale == 128.0
+    assert trainer.train_step([batch]) is not None
