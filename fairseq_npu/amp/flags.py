@@ -76,13 +76,15 @@ def add_args(parser) -> None:
                        help="fairseq_npu: autocast dtype for --amp (default auto: float16 on cuda/npu, "
                             "bfloat16 on cpu); bfloat16 runs without loss scaling")
     group.add_argument("--use-apex", action="store_true",
-                       help="fairseq_npu: ModelZoo flag; the same precision through torch.amp "
-                            "(O1 -> --amp --amp-dtype float16, O2 -> --fp16)")
+                       help="fairseq_npu: ModelZoo flag; apex.amp drives --opt-level when apex is installed, "
+                            "else the same precision through torch.amp (O1 -> --amp --amp-dtype float16, "
+                            "O2 -> --fp16)")
     group.add_argument("--opt-level", choices=OPT_LEVELS, default="O1",
                        help="fairseq_npu: apex opt level with --use-apex (O0 fp32, O1 autocast, O2 half weights "
                             "with fp32 master weights)")
     group.add_argument("--loss-scale", type=_loss_scale, default=None,
-                       help="fairseq_npu: ModelZoo flag; a number N starts the loss scale at N and never raises it "
+                       help="fairseq_npu: ModelZoo flag; with apex, amp.initialize's loss_scale (default dynamic); "
+                            "without, a number N starts the loss scale at N and never raises it "
                             "(--fp16-init-scale N --fp16-scale-window 2**30; unlike apex, overflows still skip the "
                             "step and halve it), 'dynamic' keeps fairseq's dynamic scaling")
     group.add_argument("--use-npu-adam", action="store_true",
