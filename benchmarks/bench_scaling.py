@@ -87,8 +87,8 @@ def main(argv=None) -> int:
     rows = [
         ("1 process x 2 threads, batch 32", {}, 32, []),
         ("1 process x 1 thread, batch 32", {"OMP_NUM_THREADS": "1"}, 32, []),
-        ("2 processes x 1 thread, batch 2x32", {"OMP_NUM_THREADS": "1"}, 32, ["--distributed-world-size", "2"]),
-        ("2 processes x 1 thread, batch 2x16", {"OMP_NUM_THREADS": "1"}, 16, ["--distributed-world-size", "2"]),
+        ("2 processes x 1 thread, batch 2x32", {"OMP_NUM_THREADS": "1"}, 32, ["--distributed-world-size", "2", "--find-unused-parameters"]),
+        ("2 processes x 1 thread, batch 2x16", {"OMP_NUM_THREADS": "1"}, 16, ["--distributed-world-size", "2", "--find-unused-parameters"]),
     ]
     for i, (name, env, bsz, extra) in enumerate([] if a.skip_scaling else rows):
         cmd = train_cmd(data, bsz, max_update, plugin_best=True, user_dir=True, extra=extra)

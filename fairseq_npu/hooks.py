@@ -300,7 +300,8 @@ def _install_all_gather_list():
                 size = max_size * world
                 holder = dist_utils.all_gather_list  # stock reads its buffers from the module-level name
                 if not hasattr(holder, "_buffer") or holder._buffer.numel() < size:
-                    on = torch.device("cpu") if dist_utils.torch.distributed.get_backend() == "gloo" else backend.device()
+                    gloo = dist_utils.torch.distributed.get_backend() == "gloo"
+                    on = torch.device("cpu") if gloo else backend.device()
                     holder._buffer = torch.zeros(size, dtype=torch.uint8, device=on)
                     holder._cpu_buffer = torch.zeros(max_size, dtype=torch.uint8)
             return original(data, group=group, max_size=max_size)
