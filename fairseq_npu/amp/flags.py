@@ -18,12 +18,13 @@ import importlib
 import logging
 import os
 import sys
-from typing import List, Optional
+from typing import List
 
 import torch
 
 from fairseq_npu import device
 from fairseq_npu.amp import apex_amp
+from fairseq_npu.argv import flag_value
 
 logger = logging.getLogger(__name__)
 
@@ -92,17 +93,6 @@ def add_args(parser) -> None:
                             "(NpuFusedAdamW on npu)")
 
 
-def _value(argv: List[str], flag: str) -> Optional[str]:
-    """The value of ``flag`` in argv (last one wins, as argparse), ``--flag value`` or ``--flag=value``."""
-    found = None
-    for i, arg in enumerate(argv):
-        if arg == flag and i + 1 < len(argv):
-            found = argv[i + 1]
-        elif arg.startswith(flag + "="):
-            found = arg.split("=", 1)[1]
-    return found
-
-
 def _has(argv: List[str], flag: str) -> bool:
     return any(a == flag or a.startswith(flag + "=") for a in argv)
 
@@ -120,7 +110,7 @@ def translate(argv: List[str]) -> List[str]:
     argv = list(argv)
     notes = []
     if _has(argv, "--use-npu-adam"):
-        optimizer = _value(argv, "--optimizer")
+        optimizer = flag_value(argv, "--optimizer")
         if optimizer == "adam":
             argv = [("--optimizer=fused_adamw" if a == "--optimizer=adam" else a) for a in argv]
             for i, arg in enumerate(argv[:-1]):
@@ -130,12 +120,12 @@ def translate(argv: List[str]) -> List[str]:
         elif optimizer != "fused_adamw":
             raise ValueError(f"--use-npu-adam applies to --optimizer adam, got --optimizer {optimizer}")
 
-    loss_scale = _value(argv, "--loss-scale")
+    loss_scale = flag_value(argv, "--loss-scale")
     # apex.amp runs the ModelZoo recipe itself when it is installed and no precision flag overrides it
     use_apex = _has(argv, "--use-apex") and not any(_has(argv, f) for f in PRECISION_FLAGS) and apex_available()
-    apex_amp.request((_value(argv, "--opt-level") or "O1") if use_apex else None, loss_scale)
+    apex_amp.request((flag_value(argv, "--opt-level") or "O1") if use_apex else None, loss_scale)
     if use_apex:
-        level = _value(argv, "--opt-level") or "O1"
+        level = flag_value(argv, "--opt-level") or "O1"
         notes.append(f"--use-apex --opt-level {level}: apex.amp drives mixed precision "
                      f"(loss scale {loss_scale or 'dynamic'})")
     elif loss_scale not in (None, "dynamic"):
@@ -146,7 +136,7 @@ def translate(argv: List[str]) -> List[str]:
         notes.append(f"--loss-scale {loss_scale}: loss scale starts at {scale} and is never raised")
 
     if _has(argv, "--use-apex") and not use_apex:
-        level = _value(argv, "--opt-level") or "O1"
+        level = flag_value(argv, "--opt-level") or "O1"
         if level != "O0":
             mode = "--amp" if level == "O1" else "--fp16"
             explicit = [f for f in PRECISION_FLAGS if _has(argv, f)]

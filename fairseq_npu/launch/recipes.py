@@ -19,6 +19,8 @@ import struct
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from fairseq_npu.argv import flag_value  # noqa: F401  (re-exported: the launch helpers read it from here)
+
 # ---------------------------------------------------------------------------------------------------------------
 # the plugin's names (stock equivalents: task sentence_prediction, optimizer adam, metric accuracy)
 
@@ -209,17 +211,6 @@ def check_data(data: str, task: GlueTask, mode: str) -> Optional[int]:
 
 # ---------------------------------------------------------------------------------------------------------------
 # command line
-
-
-def flag_value(args: Sequence[str], flag: str) -> Optional[str]:
-    """Last value of ``flag`` in an argument list (``--flag v`` or ``--flag=v``), as argparse would keep it."""
-    value = None
-    for i, arg in enumerate(args):
-        if arg == flag and i + 1 < len(args):
-            value = args[i + 1]
-        elif arg.startswith(flag + "="):
-            value = arg[len(flag) + 1:]
-    return value
 
 
 def amp_mode(args: Sequence[str]) -> Tuple[str, str]:
