@@ -214,27 +214,33 @@ def _install_distributed_backend():
     wrap(dist_utils, "distributed_init", make)
 
 
+TORCHRUN_KEYS = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK")
+
+
 def _install_launch_init():
     from fairseq.distributed import utils as dist_utils
 
-    torchrun_keys = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK")
+    from fairseq_npu import slurm
 
     def make(original):
         def infer_init_method(cfg, force_distributed=False):
-            if (
-                device.get().type == "cuda"
-                or cfg.distributed_init_method is not None
-                or not all(k in os.environ for k in torchrun_keys)
-                or int(os.environ["WORLD_SIZE"]) == 1
-            ):
+            backend = device.get()
+            if backend.type == "cuda" or cfg.distributed_init_method is not None or cfg.pipeline_model_parallel:
                 return original(cfg, force_distributed)
-            # torchrun on npu/cpu: stock divides by torch.cuda.device_count() and calls torch.cuda.set_device;
-            # the world size comes from torchrun (stock's default of 1 would make every process train alone)
-            cfg.distributed_init_method = "env://"
-            cfg.distributed_world_size = int(os.environ["WORLD_SIZE"])
-            cfg.distributed_rank = int(os.environ["RANK"])
-            cfg.device_id = int(os.environ.get("LOCAL_RANK", cfg.distributed_rank % device.get().device_count()))
-            cfg.distributed_no_spawn = True
+            if all(k in os.environ for k in TORCHRUN_KEYS):
+                if int(os.environ["WORLD_SIZE"]) == 1:
+                    return original(cfg, force_distributed)
+                # torchrun on npu/cpu: stock divides by torch.cuda.device_count() and calls torch.cuda.set_device;
+                # the world size comes from torchrun (stock's default of 1 would make every process train alone)
+                cfg.distributed_init_method = "env://"
+                cfg.distributed_world_size = int(os.environ["WORLD_SIZE"])
+                cfg.distributed_rank = int(os.environ["RANK"])
+                cfg.device_id = int(os.environ.get("LOCAL_RANK", cfg.distributed_rank % backend.device_count()))
+                cfg.distributed_no_spawn = True
+            elif cfg.distributed_world_size > 1:
+                # Slurm, read for this backend; elsewhere nothing is set and call_main spawns on this host
+                # (stock would assert on torch.cuda.device_count())
+                slurm.infer_slurm_init(cfg, backend)
 
         return infer_init_method
 
@@ -262,24 +268,24 @@ def _install_call_main():
             backend = device.get()
             dt = cfg.distributed_training
             resolve_distributed_backend(cfg)  # stock's own spawn (cuda) starts workers without the plugin
-            spawn_here = (
-                backend.type != "cuda"
-                and dt.distributed_init_method is None
-                and dt.distributed_world_size > 1
-                and not all(k in os.environ for k in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK"))
-                and not dt.distributed_no_spawn
-            )
-            if not spawn_here:
+            if backend.type == "cuda" or dt.distributed_init_method is not None or dt.distributed_world_size <= 1:
                 return original(cfg, main, **kwargs)
-            # stock counts CUDA devices to size the spawn; count this backend's devices instead
-            nprocs = dt.distributed_world_size
-            if backend.type == "npu" and not cfg.common.cpu and backend.device_count() < nprocs:
-                raise RuntimeError(
-                    f"--distributed-world-size {nprocs} but only {backend.device_count()} NPU device(s) are visible"
-                )
-            port = dt.distributed_port if dt.distributed_port > 0 else 10000 + os.getpid() % 20000
-            dt.distributed_init_method = f"tcp://localhost:{port}"
-            kwargs["start_rank"] = dt.distributed_rank or 0
+            dist_utils.infer_init_method(dt)  # torchrun or Slurm, read for this backend (hooked above)
+            if dt.distributed_no_spawn:
+                return original(cfg, main, **kwargs)  # one process per launcher task: runs distributed_main here
+            if dt.distributed_init_method is None:
+                # one host, no launcher: every rank is spawned here
+                nprocs = dt.distributed_world_size
+                if backend.type == "npu" and not cfg.common.cpu and backend.device_count() < nprocs:
+                    raise RuntimeError(f"--distributed-world-size {nprocs} but only {backend.device_count()} NPU "
+                                       "device(s) are visible")
+                port = dt.distributed_port if dt.distributed_port > 0 else 10000 + os.getpid() % 20000
+                dt.distributed_init_method = f"tcp://localhost:{port}"
+                start_rank = dt.distributed_rank or 0
+            else:
+                # Slurm with one task per node: this node's processes (stock counts CUDA devices for them)
+                nprocs, start_rank = dt.distributed_num_procs, dt.distributed_rank
+            kwargs["start_rank"] = start_rank
             dt.distributed_rank = None
             torch.multiprocessing.spawn(fn=spawned_worker, args=(main, cfg, kwargs), nprocs=nprocs, join=True)
 
@@ -417,10 +423,12 @@ HOOKS: List[Hook] = [
          "hccl / nccl / gloo by device; nccl or hccl off their device too",
          "stock defaults to nccl with cuda else gloo, so npu runs got gloo, and nccl fails off cuda",
          _install_distributed_backend),
-    Hook("fairseq.distributed.utils.infer_init_method", "under torchrun on npu/cpu: env:// and device id = LOCAL_RANK",
-         "stock computes rank % torch.cuda.device_count() (ZeroDivisionError) and calls torch.cuda.set_device",
+    Hook("fairseq.distributed.utils.infer_init_method", "under torchrun on npu/cpu: env:// and device id = LOCAL_RANK; "
+         "under Slurm: ranks and per-node processes from the backend's devices (fairseq_npu/slurm.py)",
+         "stock computes rank % torch.cuda.device_count() (ZeroDivisionError), calls torch.cuda.set_device, and "
+         "makes a Slurm job's world size nodes x 0",
          _install_launch_init),
-    Hook("fairseq.distributed.utils.call_main", "spawns one worker per npu device / cpu process",
+    Hook("fairseq.distributed.utils.call_main", "spawns one worker per npu device / cpu process (per node under Slurm)",
          "stock sizes the spawn by torch.cuda.device_count(), which is 0 on npu and cpu", _install_call_main),
     Hook("fairseq.distributed.utils.all_gather_list", "allocates its buffers on the backend's device",
          "stock allocates torch.cuda.ByteTensor and pinned memory, which fail without cuda", _install_all_gather_list),
@@ -477,9 +485,18 @@ def install() -> None:
 
 
 def describe() -> str:
-    """One line per hook, for the README and ``python -m fairseq_npu.hooks``."""
+    """One line per hook, for ``python -m fairseq_npu.hooks``."""
     return "\n".join(f"- {h.target}: {h.change} (why: {h.why})" for h in HOOKS)
 
 
+def markdown_table() -> str:
+    """The README's table of hooks (``python -m fairseq_npu.hooks --markdown``; a test keeps the README in step)."""
+    rows = ["| wrapped | change | why |", "|---|---|---|"]
+    rows += [f"| `{h.target}` | {h.change} | {h.why} |" for h in HOOKS]
+    return "\n".join(rows)
+
+
 if __name__ == "__main__":
-    print(describe())
+    import sys
+
+    print(markdown_table() if "--markdown" in sys.argv[1:] else describe())

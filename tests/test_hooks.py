@@ -3,6 +3,7 @@
 import json
 import os
 import socket
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -79,6 +80,13 @@ def test_describe_lists_every_hook():
     text = hooks.describe()
     assert len(text.splitlines()) == len(hooks.HOOKS)
     assert "fairseq.trainer.Trainer.__init__" in text
+
+
+def test_readme_table_of_hooks_is_current():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = hooks.markdown_table()
+    assert len(table.splitlines()) == len(hooks.HOOKS) + 2
+    assert table in readme, "README.md's table of hooks is stale: paste `python -m fairseq_npu.hooks --markdown`"
 
 
 def test_device_type_flag_selects_and_exports(monkeypatch):
@@ -236,6 +244,96 @@ def test_npu_spawn_refuses_more_workers_than_devices(npu_stand_in):
     cfg = make_cfg("--distributed-world-size", "4")
     with pytest.raises(RuntimeError, match=r"--distributed-world-size 4 but only 2 NPU device\(s\) are visible"):
         dist_utils.call_main(cfg, lambda c: None)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Slurm: a fake `scontrol` on PATH and the variables srun sets
+
+
+@pytest.fixture
+def slurm_job(tmp_path, monkeypatch):
+    """Sets up a Slurm job's environment; returns a function taking the per-task variables."""
+    for key in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "SLURM_STEP_NODELIST",
+                "SLURM_NTASKS_PER_NODE", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_JOB_ID"):
+        monkeypatch.delenv(key, raising=False)
+    scontrol = tmp_path / "bin" / "scontrol"
+    scontrol.parent.mkdir()
+    scontrol.write_text("#!/bin/sh\n[ \"$1 $2\" = 'show hostnames' ] || exit 3\necho node-a\necho node-b\n")
+    scontrol.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{scontrol.parent}:{os.environ['PATH']}")
+
+    def set_vars(**variables):
+        monkeypatch.setenv("SLURM_JOB_NODELIST", "node-[a-b]")
+        for key, value in variables.items():
+            monkeypatch.setenv(key, str(value))
+
+    return set_vars
+
+
+def _call_main_recorded(cfg, monkeypatch):
+    """call_main with the spawn and distributed_main replaced by recorders: what would have been started."""
+    started = {}
+
+    def spawn(fn, args, nprocs, join):
+        started.update(how="spawn", nprocs=nprocs, start_rank=args[2]["start_rank"])
+
+    def distributed_main(device_id, main, cfg, kwargs):
+        started.update(how="direct", device_id=device_id)
+
+    monkeypatch.setattr(torch.multiprocessing, "spawn", spawn)
+    monkeypatch.setattr(dist_utils, "distributed_main", distributed_main)
+    dist_utils.call_main(cfg, lambda c: None)
+    dt = cfg.distributed_training
+    return dict(started, init=dt.distributed_init_method, world=dt.distributed_world_size, rank=dt.distributed_rank)
+
+
+def test_slurm_one_task_per_node_spawns_this_nodes_npus(npu_stand_in, slurm_job, monkeypatch):
+    slurm_job(SLURM_NNODES=2, SLURM_NODEID=1, SLURM_NTASKS_PER_NODE=1)
+    # what the hook is for: stock sizes the job by torch.cuda.device_count(), 0 here, so the world is 2 x 0
+    stock = make_cfg("--distributed-world-size", "16", "--distributed-port", "12345").distributed_training
+    hooks.original_of(dist_utils._infer_slurm_init)(stock, None)
+    assert stock.distributed_world_size == 0
+    cfg = make_cfg("--distributed-world-size", "16", "--distributed-port", "12345")
+    assert _call_main_recorded(cfg, monkeypatch) == dict(
+        how="spawn", nprocs=8, start_rank=8, init="tcp://node-a:12345", world=16, rank=None)
+
+
+def test_slurm_one_task_per_task_runs_here_on_its_npu(npu_stand_in, slurm_job, monkeypatch):
+    slurm_job(SLURM_NNODES=2, SLURM_NTASKS=16, SLURM_PROCID=11, SLURM_LOCALID=3)
+    cfg = make_cfg("--distributed-world-size", "16", "--distributed-port", "12345")
+    assert _call_main_recorded(cfg, monkeypatch) == dict(
+        how="direct", device_id=3, init="tcp://node-a:12345", world=16, rank=11)
+
+
+def test_slurm_single_node_cpu_job_without_port(slurm_job, monkeypatch):
+    slurm_job(SLURM_NNODES=1, SLURM_NODEID=0, SLURM_NTASKS_PER_NODE="1(x1)", SLURM_JOB_ID=4242)
+    cfg = make_cfg("--cpu", "--distributed-world-size", "2")
+    got = _call_main_recorded(cfg, monkeypatch)
+    port = int(got.pop("init").rsplit(":", 1)[1])
+    assert got == dict(how="spawn", nprocs=2, start_rank=0, world=2, rank=None)
+    # every task of the job derives the same port from the job id
+    again = make_cfg("--cpu", "--distributed-world-size", "2")
+    assert int(_call_main_recorded(again, monkeypatch)["init"].rsplit(":", 1)[1]) == port
+
+
+@pytest.mark.parametrize("variables, flags, message", [
+    (dict(SLURM_NNODES=2, SLURM_NODEID=0, SLURM_NTASKS_PER_NODE=1), ["--distributed-world-size", "16"],
+     r"Slurm job on 2 nodes: pass --distributed-port"),
+    (dict(SLURM_NNODES=2, SLURM_NODEID=0, SLURM_NTASKS_PER_NODE=1),
+     ["--distributed-world-size", "32", "--distributed-port", "1234"],
+     r"--distributed-world-size 32 on 2 node\(s\) needs 16 npu devices per node, 8 visible"),
+    (dict(SLURM_NNODES=2, SLURM_NTASKS=16, SLURM_PROCID=0, SLURM_LOCALID=0),
+     ["--distributed-world-size", "8", "--distributed-port", "1234"],
+     r"--distributed-world-size 8 but the Slurm job runs 8 task\(s\) on each of 2 node\(s\)"),
+    (dict(SLURM_NNODES=2, SLURM_NTASKS=15), ["--distributed-world-size", "16", "--distributed-port", "1234"],
+     r"\$SLURM_NTASKS=15 is not a multiple of \$SLURM_NNODES=2"),
+    (dict(SLURM_NNODES=1, SLURM_NTASKS_PER_NODE=1), ["--distributed-world-size", "8"],
+     r"Slurm job without \$SLURM_NODEID"),
+])
+def test_slurm_inconsistent_jobs_are_refused(npu_stand_in, slurm_job, monkeypatch, variables, flags, message):
+    slurm_job(**variables)
+    with pytest.raises(RuntimeError, match=message):
+        _call_main_recorded(make_cfg(*flags), monkeypatch)
 
 
 def _free_port():
