@@ -4,13 +4,20 @@ same budget (same number of updates, batch size, learning-rate schedule and seed
 - stock path: ``--task sentence_prediction --optimizer adam``, fp32 (ALBERT loads the plugin for its model only);
 - plugin path: ``--task sentence_prediction_npu --group-by-length --optimizer fused_adamw --amp`` (bf16 on cpu).
 
+Two budgets (``--budget``): ``early`` (a few hundred updates: how the first part of a run compares) and ``epoch``
+(SST-2: one epoch, STS-B: three; what a short fine-tuning run ends with). ``--seeds 1,2,3`` repeats every run with
+each seed and ``--jobs 2`` runs two trainings at a time (each single-threaded under ``OMP_NUM_THREADS=1``).
+
 Writes the learning curves (dev metric against updates and against wall-clock seconds) to ``docs/img/`` and the
-numbers to ``benchmarks/results/accuracy_cpu.json``. From-scratch models of this size on a fraction of an epoch are
-far below the published fine-tuned figures; the point is stock vs plugin at equal budget, not the absolute level.
+numbers to ``benchmarks/results/<out>.json``. From-scratch models of this size are far below the published
+fine-tuned figures; the point is stock vs plugin at equal budget, not the absolute level.
 """
 
 import argparse
+import statistics
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -18,11 +25,19 @@ import common  # noqa: E402
 import fairseq_log  # noqa: E402
 import glue_data  # noqa: E402
 
-# per task: batch size (README.glue.md), peak lr, updates, validation interval; dev metric as each path logs it
-BUDGET = {
-    "SST-2": dict(batch_size=32, lr=2e-4, updates=300, every=50),
-    "STS-B": dict(batch_size=16, lr=2e-4, updates=360, every=60),
+# per budget and task: batch size (README.glue.md), peak lr, updates, validation interval
+BUDGETS = {
+    "early": {
+        "SST-2": dict(batch_size=32, lr=2e-4, updates=300, every=50),
+        "STS-B": dict(batch_size=16, lr=2e-4, updates=360, every=60),
+    },
+    # SST-2: 67,349 sentences / 32 = 2,105 updates (one epoch); STS-B: 5,749 pairs / 16 = 360 per epoch, three epochs
+    "epoch": {
+        "SST-2": dict(batch_size=32, lr=5e-4, updates=2105, every=421),
+        "STS-B": dict(batch_size=16, lr=5e-4, updates=1080, every=180),
+    },
 }
+BUDGET = BUDGETS["early"]
 METRIC = {"SST-2": "accuracy", "STS-B": "pearson"}
 PATHS = ("stock", "plugin")
 # extra plugin variants (--paths), to tell what moves the curve: less strict grouping, or no grouping at all
@@ -32,10 +47,11 @@ VARIANTS = {
 }
 
 
-def train_cmd(model: str, task: str, path: str, data: Path) -> list:
-    b = BUDGET[task]
+def train_cmd(model: str, task: str, path: str, data: Path, budget: dict = None, seed: int = 1) -> list:
+    b = (budget or BUDGET)[task]
+    # warm-up: 1/16 of the updates, close to the 6% of fairseq's GLUE recipe
     cmd = [str(common.BIN / "fairseq-train"), str(data),
-           *common.common_train_flags(b["batch_size"], b["lr"], b["updates"], b["updates"] // 16),
+           *common.common_train_flags(b["batch_size"], b["lr"], b["updates"], b["updates"] // 16, seed),
            *common.model_flags(model, common.SMALL_SIZES), *common.task_flags(task),
            "--max-update", str(b["updates"]), "--log-interval", "20",
            "--validate-interval-updates", str(b["every"]), "--validate-interval", "1000",
@@ -73,7 +89,25 @@ def curve(log_text: str, metric: str) -> dict:
     return dict(metric=metric, points=points, final=points[-1]["value"], best=max(finite) if finite else None)
 
 
+def seed_runs(run: dict) -> list:
+    """The runs of one (task, model, path): a list with one run per seed (older results hold a single run)."""
+    return list(run["seeds"].values()) if "seeds" in run else [run]
+
+
+def summary(runs: list) -> dict:
+    """Final and best dev metric over seeds: each seed's value, their mean and sample standard deviation."""
+    finals = [r["curve"]["final"] for r in runs]
+    finite = [v for v in finals if v == v]
+    bests = [r["curve"]["best"] for r in runs if r["curve"]["best"] is not None]
+    return dict(finals=finals, mean=statistics.fmean(finite) if finite else None,
+                sd=statistics.stdev(finite) if len(finite) > 1 else None,
+                best_mean=statistics.fmean(bests) if bests else None,
+                wall_mean=statistics.fmean(r["wall_s"] for r in runs))
+
+
 def plot(result: dict, img_dir: Path) -> list:
+    """One figure per task: the dev metric against updates and against seconds; with several seeds, their mean as
+    the line and each seed as a faint line of the same colour."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -83,13 +117,25 @@ def plot(result: dict, img_dir: Path) -> list:
     written = []
     for task in result["runs"]:
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+        colour = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4)
         for model, by_path in result["runs"][task].items():
             for path, run in by_path.items():
-                pts = run["curve"]["points"]
-                style = dict(marker="o", linestyle="--" if path == "stock" else "-", label=f"{model} {path}")
-                axes[0].plot([p["update"] for p in pts], [p["value"] for p in pts], **style)
-                if all(p["seconds"] is not None for p in pts):
-                    axes[1].plot([p["seconds"] for p in pts], [p["value"] for p in pts], **style)
+                runs = seed_runs(run)
+                c = next(colour)
+                style = dict(marker="o", markersize=3, color=c, linestyle="--" if path == "stock" else "-")
+                label = f"{model} {path}" + (f" (mean of {len(runs)} seeds)" if len(runs) > 1 else "")
+                n = min(len(r["curve"]["points"]) for r in runs)
+                updates = [runs[0]["curve"]["points"][i]["update"] for i in range(n)]
+                mean = [statistics.fmean(r["curve"]["points"][i]["value"] for r in runs) for i in range(n)]
+                axes[0].plot(updates, mean, label=label, **style)
+                for r in runs:
+                    pts = r["curve"]["points"]
+                    if len(runs) > 1:
+                        axes[0].plot([p["update"] for p in pts], [p["value"] for p in pts], color=c, alpha=0.25,
+                                     linewidth=0.8)
+                    if all(p["seconds"] is not None for p in pts):
+                        axes[1].plot([p["seconds"] for p in pts], [p["value"] for p in pts],
+                                     label=label if r is runs[0] else None, **style)
         label = f"dev {METRIC[task]} (%)"
         axes[0].set(xlabel="updates", ylabel=label, title=f"{task}: same number of updates")
         axes[1].set(xlabel="wall-clock seconds (2 shared cpu cores)", ylabel=label, title=f"{task}: against time")
@@ -109,6 +155,9 @@ def main(argv=None) -> int:
     p.add_argument("--models", default="roberta,albert")
     p.add_argument("--tasks", default="SST-2,STS-B")
     p.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated; also: {', '.join(VARIANTS)}")
+    p.add_argument("--budget", default="early", choices=sorted(BUDGETS))
+    p.add_argument("--seeds", default="1", help="comma-separated seeds; every run is repeated with each")
+    p.add_argument("--jobs", type=int, default=1, help="trainings at a time (use OMP_NUM_THREADS=1 with 2 jobs)")
     p.add_argument("--out", default="accuracy_cpu")
     p.add_argument("--plot-only", action="store_true", help="redraw the plots from the saved results")
     a = p.parse_args(argv)
@@ -119,25 +168,41 @@ def main(argv=None) -> int:
         result = json.loads((common.RESULTS / f"{a.out}.json").read_text())
         print(plot(result, common.REPO / "docs" / "img"))
         return 0
-    result = dict(machine=common.machine(), sizes=common.SMALL_SIZES, budget=BUDGET, runs={})
-    path_list = a.paths.split(",")
+    budget = BUDGETS[a.budget]
+    seeds = [int(x) for x in a.seeds.split(",")]
+    models, path_list = a.models.split(","), a.paths.split(",")
+    result = dict(machine=common.machine(), sizes=common.SMALL_SIZES, budget=budget, budget_name=a.budget,
+                  seeds=seeds, jobs=a.jobs, runs={})
+    plan = []
     for task in a.tasks.split(","):
-        for model in a.models.split(","):
+        for model in models:
             data = glue_data.build(model, task)
-            # alternate which path runs first, so a change of machine load does not always favour the same one
-            flip = (list(BUDGET).index(task) + a.models.split(",").index(model)) % 2
-            paths = path_list[::-1] if flip else path_list
-            for path in paths:
-                cmd = train_cmd(model, task, path, data)
-                slug = path.replace(", ", "_").replace(" ", "_")
-                log = common.WORK / "accuracy" / a.out / f"{model}.{task}.{slug}.log"
-                info = common.run_logged(cmd, log)
-                c = curve(log.read_text(), METRIC[task])
-                print(f"{task} {model} {path}: final {c['metric']} {c['final']} best {c['best']} "
-                      f"({info['wall_s']} s, load {info['load_before']} -> {info['load_after']})", flush=True)
-                result["runs"].setdefault(task, {}).setdefault(model, {})[path] = dict(
-                    command=common.shell_command(cmd), curve=c, **info)
-                common.save_result(a.out, result)
+            for seed in seeds:
+                # alternate which path runs first, so a change of machine load does not always favour the same one
+                flip = (list(budget).index(task) + models.index(model) + seed) % 2
+                for path in (path_list[::-1] if flip else path_list):
+                    plan.append((task, model, path, seed, data))
+    lock = threading.Lock()
+
+    def one(job):
+        task, model, path, seed, data = job
+        cmd = train_cmd(model, task, path, data, budget, seed)
+        log = common.WORK / "accuracy" / a.out / f"{model}.{task}.{path}.seed{seed}.log"
+        info = common.run_logged(cmd, log, timeout=7200)
+        c = curve(log.read_text(), METRIC[task])
+        with lock:
+            print(f"{task} {model} {path} seed {seed}: final {c['metric']} {c['final']} best {c['best']} "
+                  f"({info['wall_s']} s, load {info['load_before']} -> {info['load_after']})", flush=True)
+            runs = result["runs"].setdefault(task, {}).setdefault(model, {}).setdefault(path, {"seeds": {}})
+            runs["seeds"][str(seed)] = dict(seed=seed, command=common.shell_command(cmd), curve=c, **info)
+            common.save_result(a.out, result)
+
+    with ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:
+        for future in [pool.submit(one, job) for job in plan]:
+            future.result()  # re-raises a failed training's error
+    # the saved order follows the plan, not the order in which parallel runs finished
+    result["runs"] = {t: {m: {p: result["runs"][t][m][p] for p in path_list} for m in models}
+                      for t in a.tasks.split(",")}
     result["name"] = a.out
     result["plots"] = plot(result, common.REPO / "docs" / "img")
     print(common.save_result(a.out, result))

@@ -46,7 +46,7 @@ def task_flags(task: str) -> List[str]:
     return ["--num-classes", "2"]
 
 
-def common_train_flags(batch_size: int, lr: float, total_updates: int, warmup: int) -> List[str]:
+def common_train_flags(batch_size: int, lr: float, total_updates: int, warmup: int, seed: int = 1) -> List[str]:
     """The README.glue.md recipe (adam betas/eps, weight decay, polynomial decay) on cpu, logging json."""
     return [
         "--cpu", "--max-positions", "512", "--batch-size", str(batch_size), "--required-batch-size-multiple", "1",
@@ -55,7 +55,7 @@ def common_train_flags(batch_size: int, lr: float, total_updates: int, warmup: i
         "--adam-betas", "(0.9,0.98)", "--adam-eps", "1e-06", "--clip-norm", "0.0",
         "--lr-scheduler", "polynomial_decay", "--lr", str(lr),
         "--total-num-update", str(total_updates), "--warmup-updates", str(warmup),
-        "--log-format", "json", "--seed", "1",
+        "--log-format", "json", "--seed", str(seed),
     ]
 
 
