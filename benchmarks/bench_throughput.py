@@ -13,6 +13,11 @@ Rows per model (same model size, batch size, data, seed and learning-rate schedu
 - ``HF loop`` / ``HF loop + grouping + bf16``: ``hf_loop.py``.
 
 Samples/s are measured over the updates after the warm-up, from fairseq's per-interval ``ups`` x ``bsz``.
+
+``--device cuda`` is the GPU column: full-size roberta_base / albert_base (``--size base``, its default there), and
+each side at its best on a GPU: stock with fairseq's fp16 recipe (``--fp16``, dynamic loss scaling) and ``adam``;
+the plugin with grouping + ``fused_adamw`` under ``--fp16`` and under ``--amp --amp-dtype bfloat16``; the HF loop in
+fp32 and with grouping + bf16 autocast. ``--print-commands`` lists the rows without running them.
 """
 
 import argparse
@@ -33,13 +38,25 @@ KEY_ROWS = {
 }
 
 
-def fairseq_rows(model: str, data: Path, batch_size: int, max_update: int):
-    base = [sys.executable, str(common.REPO / "benchmarks" / "cpu_timed_train.py"), str(data), *common.common_train_flags(batch_size, 1e-4, 2000, 100),
-            *common.model_flags(model), *common.task_flags("SST-2"),
-            "--max-update", str(max_update), "--log-interval", str(LOG_INTERVAL),
+def fairseq_rows(model: str, data: Path, batch_size: int, max_update: int, device: str = "cpu", sizes=None,
+                 log_interval: int = LOG_INTERVAL):
+    base = [sys.executable, str(common.REPO / "benchmarks" / "cpu_timed_train.py"), str(data),
+            *common.common_train_flags(batch_size, 1e-4, 2000, 100, cpu=device == "cpu"),
+            *common.model_flags(model, sizes), *common.task_flags("SST-2"),
+            "--max-update", str(max_update), "--log-interval", str(log_interval),
             "--no-save", "--disable-validation"]
     user_dir = ["--user-dir", "fairseq_npu"]
     stock = ["--task", "sentence_prediction", "--optimizer", "adam"]
+    if device == "cuda":
+        grouped = base + user_dir + ["--task", "sentence_prediction_npu", "--group-by-length"]
+        return [
+            ("stock", base + (user_dir if model == "albert" else []) + stock + common.FP16_FLAGS),
+            ("plugin: fused_adamw + fp16, no grouping",
+             base + user_dir + ["--task", "sentence_prediction_npu", "--optimizer", "fused_adamw"] + common.FP16_FLAGS),
+            ("plugin best: grouping + fused_adamw + fp16", grouped + ["--optimizer", "fused_adamw"] + common.FP16_FLAGS),
+            ("plugin: grouping + fused_adamw + bf16 autocast",
+             grouped + ["--optimizer", "fused_adamw", "--amp", "--amp-dtype", "bfloat16"]),
+        ]
     rows = []
     if model == "roberta":
         rows.append(("stock", base + stock))
@@ -55,9 +72,12 @@ def fairseq_rows(model: str, data: Path, batch_size: int, max_update: int):
     return rows
 
 
-def hf_rows(model: str, data: Path, batch_size: int, warmup: int, updates: int):
+def hf_rows(model: str, data: Path, batch_size: int, warmup: int, updates: int, device: str = "cpu",
+            size: str = "reduced"):
     base = [sys.executable, str(common.REPO / "benchmarks" / "hf_loop.py"), "--model", model, "--data", str(data),
             "--batch-size", str(batch_size), "--warmup", str(warmup), "--updates", str(updates)]
+    if device != "cpu" or size != "reduced":
+        base += ["--device", device, "--size", size]
     return [("HF loop", base), ("HF loop + grouping + bf16", base + ["--group-by-length", "--bf16"])]
 
 
@@ -93,16 +113,33 @@ def main(argv=None) -> int:
                         "meaningful on a busy machine")
     p.add_argument("--only-row", default=None,
                    help="measure this one row and merge it into the saved results (which must exist)")
-    p.add_argument("--out", default="throughput_cpu")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--size", choices=("reduced", "base"), default=None,
+                   help="reduced (4 x 256, the CPU default) or base (roberta_base / albert_base, the cuda default)")
+    p.add_argument("--log-interval", type=int, default=LOG_INTERVAL, help="fairseq's; warm-up and updates must be "
+                   "multiples of it")
+    p.add_argument("--print-commands", action="store_true", help="print every row's command, run nothing")
+    p.add_argument("--out", default=None, help="results name (default: throughput_<device>)")
     a = p.parse_args(argv)
+    size = a.size or ("base" if a.device == "cuda" else "reduced")
+    sizes = common.BASE_SIZES if size == "base" else common.SIZES
+    a.out = a.out or f"throughput_{a.device}"
+    for name in ("warmup", "updates"):
+        if getattr(a, name) % a.log_interval:
+            p.error(f"--{name} {getattr(a, name)} is not a multiple of --log-interval {a.log_interval}")
 
     result = dict(machine=common.machine(), threads=a.threads or "default", batch_size=a.batch_size, warmup=a.warmup, updates=a.updates,
-                  sizes=common.SIZES, models={})
+                  device=a.device, size=size, sizes=sizes, models={})
     for model in a.models.split(","):
         data = glue_data.build(model, "SST-2")
-        rows = fairseq_rows(model, data, a.batch_size, a.warmup + a.updates)
-        rows += hf_rows(model, data, a.batch_size, a.warmup, a.updates)
-        if a.rows == "key":
+        rows = fairseq_rows(model, data, a.batch_size, a.warmup + a.updates, a.device, sizes, a.log_interval)
+        rows += hf_rows(model, data, a.batch_size, a.warmup, a.updates, a.device, size)
+        if a.print_commands:
+            env = {"OMP_NUM_THREADS": str(a.threads)} if a.threads else {}
+            for name, cmd in rows:
+                print(f"{model} | {name} | {common.shell_command(cmd, env)}")
+            continue
+        if a.rows == "key" and a.device == "cpu":
             keep = KEY_ROWS[model]
             rows = [r for r in rows if r[0] in keep]
         if a.only_row:
@@ -127,7 +164,8 @@ def main(argv=None) -> int:
             measured = old + measured
         result["models"][model] = dict(rows=measured)
         common.save_result(a.out, result)  # partial results survive an interrupted run
-    print(common.save_result(a.out, result))
+    if not a.print_commands:
+        print(common.save_result(a.out, result))
     return 0
 
 

@@ -23,6 +23,16 @@ SIZES = {
 }
 
 
+# the published base sizes (what the GPU benchmark trains): the archs' defaults, spelled out for the HF loop
+BASE_SIZES = {
+    "roberta": dict(layers=12, dim=768, ffn=3072, heads=12),
+    "albert": dict(layers=12, dim=768, ffn=3072, heads=12, embedding_dim=128),
+}
+
+# the recipe's fp16 settings (README.glue.md): stock fairseq's best on a GPU
+FP16_FLAGS = ["--fp16", "--fp16-init-scale", "4", "--threshold-loss-scale", "1", "--fp16-scale-window", "128"]
+
+
 # smaller still for the accuracy curves, so that each from-scratch run fits in a few minutes on 2 shared cores
 SMALL_SIZES = {
     "roberta": dict(layers=2, dim=128, ffn=512, heads=2),
@@ -46,10 +56,12 @@ def task_flags(task: str) -> List[str]:
     return ["--num-classes", "2"]
 
 
-def common_train_flags(batch_size: int, lr: float, total_updates: int, warmup: int, seed: int = 1) -> List[str]:
-    """The README.glue.md recipe (adam betas/eps, weight decay, polynomial decay) on cpu, logging json."""
+def common_train_flags(batch_size: int, lr: float, total_updates: int, warmup: int, seed: int = 1,
+                       cpu: bool = True) -> List[str]:
+    """The README.glue.md recipe (adam betas/eps, weight decay, polynomial decay), logging json; on cpu unless
+    ``cpu`` is False (then on the device fairseq finds: cuda)."""
     return [
-        "--cpu", "--max-positions", "512", "--batch-size", str(batch_size), "--required-batch-size-multiple", "1",
+        *(["--cpu"] if cpu else []), "--max-positions", "512", "--batch-size", str(batch_size), "--required-batch-size-multiple", "1",
         "--init-token", "0", "--criterion", "sentence_prediction",
         "--dropout", "0.1", "--attention-dropout", "0.1", "--weight-decay", "0.1",
         "--adam-betas", "(0.9,0.98)", "--adam-eps", "1e-06", "--clip-norm", "0.0",
@@ -125,8 +137,11 @@ def machine() -> dict:
         commit = "unknown"
     import torch
 
+    gpu = "none (CPU only)"
+    if torch.cuda.is_available():
+        gpu = f"{torch.cuda.get_device_name(0)} x {torch.cuda.device_count()}, CUDA {torch.version.cuda}"
     return dict(cpu=cpu, cores=os.cpu_count(), torch_threads=torch.get_num_threads(), mem_gb=mem_gb,
-                python=platform.python_version(), os=platform.platform(), gpu="none (CPU only)",
+                python=platform.python_version(), os=platform.platform(), gpu=gpu,
                 commit=commit, **versions)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SIZES  # noqa: E402
+from common import BASE_SIZES, SIZES  # noqa: E402
 
 PAD, BOS = 1, 0  # fairseq ids; the data starts each sentence with the init token 0 (<s> / [CLS]) like the task
 
@@ -33,8 +33,8 @@ def load_split(data: Path, split: str):
     return sents, targets
 
 
-def build_model(model: str, vocab: int, num_labels: int):
-    s = SIZES[model]
+def build_model(model: str, vocab: int, num_labels: int, sizes=None):
+    s = (sizes or SIZES)[model]
     common = dict(vocab_size=vocab, hidden_size=s["dim"], num_hidden_layers=s["layers"],
                   num_attention_heads=s["heads"], intermediate_size=s["ffn"], num_labels=num_labels, pad_token_id=PAD)
     if model == "roberta":
@@ -80,13 +80,21 @@ def main(argv=None) -> int:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast of the forward pass")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--size", choices=("reduced", "base"), default="reduced")
     a = p.parse_args(argv)
+    dev = torch.device(a.device)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
 
     torch.manual_seed(a.seed)
     sents, targets = load_split(a.data, "train")
     vocab = sum(1 for _ in open(a.data / "input0" / "dict.txt", encoding="utf-8")) + 4 + 1  # specials, <mask>
-    model = build_model(a.model, vocab, num_labels=int(targets.max()) + 1)
+    model = build_model(a.model, vocab, int(targets.max()) + 1, BASE_SIZES if a.size == "base" else SIZES).to(dev)
     model.train()
+    # torch's default AdamW kernel (foreach), as a Trainer run uses it
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.1)
     plan = batches(sents, a.batch_size, a.group_by_length, np.random.default_rng(a.seed))
     total = a.warmup + a.updates
@@ -97,10 +105,11 @@ def main(argv=None) -> int:
     cpu = 0.0
     for step, idx in enumerate(plan[:total]):
         if step == a.warmup:
+            sync()
             t0 = time.perf_counter()
-        ids, mask, y = collate(sents, targets, idx)
+        ids, mask, y = (t.to(dev, non_blocking=True) for t in collate(sents, targets, idx))
         c0 = time.process_time()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16):
             loss = model(input_ids=ids, attention_mask=mask, labels=y).loss
         loss.backward()
         opt.step()
@@ -108,8 +117,9 @@ def main(argv=None) -> int:
         if step >= a.warmup:
             cpu += time.process_time() - c0
             samples += len(idx)
-            real += int(mask.sum())
+            real += sum(len(sents[i]) for i in idx)  # from the host-side lengths: no device sync per step
             padded += mask.numel()
+    sync()
     seconds = time.perf_counter() - t0
     print(json.dumps(dict(samples_per_s=samples / seconds, updates_per_s=a.updates / seconds,
                           measured_updates=a.updates, measured_seconds=seconds,

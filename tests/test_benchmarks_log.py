@@ -52,3 +52,31 @@ def test_samples_per_cpu_second_from_cpu_ms():
     assert tp.samples_per_cpu_s == pytest.approx(480 / 3.5)
     # without cpu_ms on every record there is no CPU-time figure
     assert fairseq_log.throughput(fairseq_log.parse_records(LOG)["train_inner"], 10).samples_per_cpu_s is None
+
+
+@pytest.mark.parametrize("model", ["roberta", "albert"])
+def test_gpu_throughput_rows_are_valid_fairseq_command_lines(model):
+    """The GPU column cannot run here; its command lines must at least be what fairseq-train accepts: base size,
+    no --cpu, stock with the fp16 recipe and adam, the plugin rows with grouping + fused_adamw."""
+    import bench_throughput
+    import common
+
+    from fairseq import options
+
+    import fairseq_npu
+
+    rows = dict(bench_throughput.fairseq_rows(model, Path("/nonexistent/SST-2-bin"), 32, 600, "cuda",
+                                              common.BASE_SIZES, 50))
+    parsed = {}
+    for name, cmd in rows.items():
+        args = [a if a != "fairseq_npu" else str(Path(fairseq_npu.__file__).parent) for a in cmd[2:]]
+        parsed[name] = options.parse_args_and_arch(options.get_training_parser(), args)
+    for name, a in parsed.items():
+        assert (a.cpu, a.encoder_layers, a.encoder_embed_dim, a.batch_size, a.max_update) == (False, 12, 768, 32, 600)
+    stock = parsed["stock"]
+    assert (stock.task, stock.optimizer, stock.fp16, stock.fp16_init_scale) == ("sentence_prediction", "adam", True, 4)
+    best = parsed["plugin best: grouping + fused_adamw + fp16"]
+    assert (best.task, best.optimizer, best.group_by_length, best.fp16) == (
+        "sentence_prediction_npu", "fused_adamw", True, True)
+    bf16 = parsed["plugin: grouping + fused_adamw + bf16 autocast"]
+    assert (bf16.amp, bf16.amp_dtype, bf16.fp16) == (True, "bfloat16", False)
