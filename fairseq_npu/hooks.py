@@ -475,6 +475,10 @@ HOOKS: List[Hook] = [
          "overflow raises fairseq's OverflowError (no update, 'overflows' logged); logs apex's loss_scale",
          "otherwise fairseq counts the skipped step as an update, or stops on the inf grad norm",
          _apex_amp("install_overflow_skip")),
+    Hook("fairseq.optim.fairseq_optimizer.FairseqOptimizer.state_dict", "--use-apex: adds apex.amp.state_dict() "
+         "(the loss scalers) to the optimizer state that checkpoints save; load_state_dict restores it",
+         "apex keeps its loss scale in module globals: a resumed run would restart from 2**16 and overflow down",
+         _apex_amp("install_state_dict")),
 ]
 
 

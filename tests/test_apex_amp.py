@@ -146,3 +146,44 @@ def test_without_apex_the_torch_amp_fallback_runs(tiny_glue, capsys):
     assert isinstance(trainer.optimizer, FP16Optimizer) and apex_amp.state_of(trainer.optimizer) is None
     assert trainer.optimizer.scaler.loss_scale == 128.0
     assert trainer.train_step([batch]) is not None
+
+
+def test_loss_scale_survives_a_checkpoint_resume(tiny_glue, apex_stand_in, tmp_path):
+    trainer, batch = build(tiny_glue, "--use-apex")  # dynamic scale from 2**16
+    trainer.train_step([batch])
+    one_shot_inf(next(trainer.model.parameters()))
+    assert trainer.train_step([batch]) is None  # apex halves its scale
+    trainer.train_step([batch])
+    assert apex_amp._loss_scale(apex_stand_in) == 2.0 ** 15
+    path = str(tmp_path / "checkpoint_last.pt")
+    trainer.consolidate_optimizer()  # what checkpoint_utils.save_checkpoint calls first
+    trainer.save_checkpoint(path, {"train_iterator": {"epoch": 1}})
+
+    # a new process: apex starts from 2**16 again unless the checkpoint restores its state
+    apex_stand_in.reset()
+    resumed, _ = build(tiny_glue, "--use-apex")
+    assert resumed.load_checkpoint(path) is not None
+    assert apex_amp._loss_scale(apex_stand_in) == 2.0 ** 15
+    assert calls(apex_stand_in, "load_state_dict") == [{"loss_scaler0": {"loss_scale": 2.0 ** 15, "unskipped": 0}}]
+    assert resumed.get_num_updates() == 2
+    resumed.train_step([batch])
+    assert calls(apex_stand_in, "scale_loss") == [2.0 ** 15]
+    # the torch optimizer state loaded as usual beside it (Adam moments of the two updates)
+    state = resumed.optimizer.optimizer.state
+    assert state and all("exp_avg" in s for s in state.values())
+
+
+def test_apex_state_in_a_checkpoint_is_ignored_without_apex(tiny_glue, apex_stand_in, tmp_path, caplog):
+    trainer, batch = build(tiny_glue, "--use-apex", "--opt-level", "O2", "--loss-scale", "128")
+    trainer.train_step([batch])
+    path = str(tmp_path / "checkpoint_last.pt")
+    trainer.consolidate_optimizer()  # what checkpoint_utils.save_checkpoint calls first
+    trainer.save_checkpoint(path, {"train_iterator": {"epoch": 1}})
+    assert apex_amp.STATE_KEY in torch.load(path, weights_only=False)["last_optimizer_state"]
+    apex_amp.request(None)  # the next run has no --use-apex
+    plain, _ = build(tiny_glue)
+    with caplog.at_level("INFO"):
+        assert plain.load_checkpoint(path) is not None
+    assert "holds apex.amp loss-scale state; this run does not use --use-apex" in caplog.text
+    assert apex_amp.STATE_KEY not in plain.optimizer.state_dict()
+    assert plain.train_step([batch]) is not None

@@ -13,6 +13,9 @@ outside, through three hooks (listed in ``fairseq_npu.hooks.HOOKS``):
 * ``FairseqOptimizer.clip_grad_norm`` (the first thing the Trainer does with the gradients after they are
   reduced): a step apex is going to skip becomes fairseq's ``OverflowError``, so the Trainer drops the
   gradients, does not count an update, and logs ``overflows=`` beside ``loss_scale=``.
+* ``FairseqOptimizer.state_dict`` / ``load_state_dict``: apex's loss scalers (``amp.state_dict()``) travel in the
+  optimizer state of every checkpoint under ``STATE_KEY``, so a resumed run goes on with the scale it had
+  reached instead of starting again from 2**16 and overflowing its way down.
 
 The run itself stays fp32 as far as fairseq knows (no ``--fp16`` / ``--amp``): apex casts the model (O2) or
 patches torch functions (O1). Everything steps aside unless ``fairseq_npu.amp.flags.translate`` decided, while
@@ -36,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 APEX_ENV = "FAIRSEQ_NPU_APEX"  # "<opt level> <loss scale>", e.g. "O2 128.0" or "O1 dynamic"; unset: not driven
 STATE_ATTR = "fairseq_npu_apex"  # on the fairseq optimizer apex was initialized with
+STATE_KEY = "fairseq_npu_apex_amp"  # apex.amp.state_dict() inside the optimizer state of a checkpoint
 
 
 @dataclass(frozen=True)
@@ -261,3 +265,46 @@ def install_overflow_skip():
         return clip_grad_norm
 
     wrap(FairseqOptimizer, "clip_grad_norm", make)
+
+
+def install_state_dict():
+    """FairseqOptimizer.state_dict / load_state_dict: apex's loss-scaler state saved and restored with the
+    optimizer's (apex keeps it in module globals, which no checkpoint would otherwise see)."""
+    from fairseq.optim.fairseq_optimizer import FairseqOptimizer
+
+    from fairseq_npu.hooks import wrap
+
+    def make_save(original):
+        def state_dict(self):
+            state = state_of(self)
+            saved = original(self)
+            if state is not None and hasattr(state.amp, "state_dict"):
+                saved = dict(saved, **{STATE_KEY: state.amp.state_dict()})
+            return saved
+
+        return state_dict
+
+    def make_load(original):
+        def load_state_dict(self, state_dict, optimizer_overrides=None):
+            amp_state = None
+            if isinstance(state_dict, dict) and STATE_KEY in state_dict:
+                state_dict = dict(state_dict)
+                amp_state = state_dict.pop(STATE_KEY)  # the torch optimizer must not see it
+            result = original(self, state_dict, optimizer_overrides)
+            state = state_of(self)
+            if state is None:
+                if amp_state is not None:
+                    logger.info("fairseq_npu: the checkpoint holds apex.amp loss-scale state; this run does not "
+                                "use --use-apex, so it is ignored")
+            elif amp_state is None:
+                logger.warning("fairseq_npu: --use-apex resumes from a checkpoint without apex.amp state; the "
+                               f"loss scale starts again from {_loss_scale(state.amp)}")
+            else:
+                state.amp.load_state_dict(amp_state)
+                logger.info(f"fairseq_npu: apex.amp loss scale restored to {_loss_scale(state.amp)}")
+            return result
+
+        return load_state_dict
+
+    wrap(FairseqOptimizer, "state_dict", make_save)
+    wrap(FairseqOptimizer, "load_state_dict", make_load)

@@ -91,4 +91,15 @@ def scale_loss(loss, optimizers, loss_id=0, model=None, delay_unscale=False, del
 
 
 def state_dict():
-    return {f"loss_scaler{i}": {"loss_scale": s.loss_scale()} for i, s in enumerate(_amp_state.loss_scalers)}
+    return {f"loss_scaler{i}": {"loss_scale": s.loss_scale(), "unskipped": 0}
+            for i, s in enumerate(_amp_state.loss_scalers)}
+
+
+def load_state_dict(state):
+    # apex: one entry per loss scaler, restored in order; a count mismatch is an error there too
+    if len(state) != len(_amp_state.loss_scalers):
+        raise RuntimeError(f"Warning:  state_dict contains {len(state)} entries, while "
+                           f"{len(_amp_state.loss_scalers)} loss_scalers are used")
+    CALLS.append(("load_state_dict", dict(state)))
+    for scaler, (_, saved) in zip(_amp_state.loss_scalers, sorted(state.items())):
+        scaler._loss_scale = saved["loss_scale"]
