@@ -171,10 +171,12 @@ def main(argv=None) -> int:
     budget = BUDGETS[a.budget]
     seeds = [int(x) for x in a.seeds.split(",")]
     models, path_list = a.models.split(","), a.paths.split(",")
-    result = dict(machine=common.machine(), sizes=common.SMALL_SIZES, budget=budget, budget_name=a.budget,
+    tasks = a.tasks.split(",")
+    result = dict(machine=common.machine(), sizes=common.SMALL_SIZES, budget={t: budget[t] for t in tasks},
+                  budget_name=a.budget,
                   seeds=seeds, jobs=a.jobs, runs={})
     plan = []
-    for task in a.tasks.split(","):
+    for task in tasks:
         for model in models:
             data = glue_data.build(model, task)
             for seed in seeds:
@@ -202,7 +204,7 @@ def main(argv=None) -> int:
             future.result()  # re-raises a failed training's error
     # the saved order follows the plan, not the order in which parallel runs finished
     result["runs"] = {t: {m: {p: result["runs"][t][m][p] for p in path_list} for m in models}
-                      for t in a.tasks.split(",")}
+                      for t in tasks}
     result["name"] = a.out
     result["plots"] = plot(result, common.REPO / "docs" / "img")
     print(common.save_result(a.out, result))

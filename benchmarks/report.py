@@ -127,19 +127,39 @@ def scaling_section(res) -> list:
 
 
 def accuracy_section(res, title="## 3. Accuracy: from scratch, stock path vs plugin path, same budget") -> list:
+    import bench_accuracy
+
     out = [title, "",
            f"Machine: {_machine(res['machine'])}.", ""]
     sizes = ", ".join(f"{m} {s['layers']} layers x {s['dim']}" for m, s in res["sizes"].items())
     out.append(f"Models: {sizes}, random init. Budget per task: " + "; ".join(
         f"{t}: {b['updates']} updates of {b['batch_size']}, peak lr {b['lr']}, dev every {b['every']}"
-        for t, b in res["budget"].items()) + ".")
-    out += ["", "| task | model | path | dev metric, final | best | wall s | load |", "|---|---|---|---|---|---|---|"]
+        for t, b in res["budget"].items() if t in res["runs"]) + ".")
+    seeded = "seeds" in res
+    if seeded:
+        out += ["", f"Seeds {', '.join(map(str, res['seeds']))}; {res.get('jobs', 1)} trainings at a time, each "
+                "single-threaded. 'first dev' is the metric at the first validation, 'final' at the end of the "
+                "budget; mean and sample standard deviation over the seeds.", ""]
+        out += ["| task | model | path | first dev (update), mean | final, per seed | final, mean ± sd | "
+                "best, mean | wall s, mean | load |", "|---|---|---|---|---|---|---|---|---|"]
+    else:
+        out += ["", "| task | model | path | dev metric, final | best | wall s | load |", "|---|---|---|---|---|---|---|"]
     for task, by_model in res["runs"].items():
         for model, by_path in by_model.items():
             for path, run in by_path.items():
-                c = run["curve"]
-                out.append(f"| {task} | {model} | {path} | {c['metric']} {c['final']:.1f} | {_fmt(c['best'])} | "
-                           f"{run['wall_s']:.0f} | {run['load_before']:.1f}-{run['load_after']:.1f} |")
+                runs = bench_accuracy.seed_runs(run)
+                if not seeded:
+                    c = run["curve"]
+                    out.append(f"| {task} | {model} | {path} | {c['metric']} {c['final']:.1f} | {_fmt(c['best'])} | "
+                               f"{run['wall_s']:.0f} | {run['load_before']:.1f}-{run['load_after']:.1f} |")
+                    continue
+                s = bench_accuracy.summary(runs)
+                first = [r["curve"]["points"][0] for r in runs]
+                sd = f" ± {s['sd']:.1f}" if s["sd"] is not None else ""
+                out.append(f"| {task} | {model} | {path} | {statistics.fmean(p['value'] for p in first):.1f} "
+                           f"({int(first[0]['update'])}) | {' / '.join(f'{v:.1f}' for v in s['finals'])} | "
+                           f"{runs[0]['curve']['metric']} **{_fmt(s['mean'])}**{sd} | {_fmt(s['best_mean'])} | "
+                           f"{s['wall_mean']:.0f} | {_loads(runs)} |")
     out.append("")
     for plot in res.get("plots", []):
         out += [f"![{Path(plot).stem}](img/{Path(plot).name})", ""]
@@ -147,7 +167,9 @@ def accuracy_section(res, title="## 3. Accuracy: from scratch, stock path vs plu
     for task, by_model in res["runs"].items():
         for model, by_path in by_model.items():
             for path, run in by_path.items():
-                out += [f"- {task} {model} {path}:", "  ```", f"  {run['command']}", "  ```"]
+                command = bench_accuracy.seed_runs(run)[0]["command"]
+                label = f"- {task} {model} {path}" + (" (seed 1 shown; the others differ in --seed):" if seeded else ":")
+                out += [label, "  ```", f"  {command}", "  ```"]
     return out + ["", "</details>", ""]
 
 
@@ -162,6 +184,10 @@ def render() -> Path:
     for name, section in (("padding_sst2", padding_section), ("throughput_cpu", throughput_section),
                           ("throughput_cuda", throughput_section), ("scaling_cpu", scaling_section),
                           ("accuracy_cpu", accuracy_section),
+                          ("accuracy_epoch_sst2_cpu", lambda r: accuracy_section(
+                              r, "## 3c. Accuracy at a full epoch of SST-2, three seeds: stock path vs plugin best")),
+                          ("accuracy_epoch_stsb_cpu", lambda r: accuracy_section(
+                              r, "## 3d. Accuracy after three epochs of STS-B, two seeds: stock path vs plugin best")),
                           ("accuracy_variants_cpu", lambda r: accuracy_section(
                               r, "## 3b. Accuracy: plugin path with a finite group window / without grouping "
                                  "(same budget as section 3)"))):
