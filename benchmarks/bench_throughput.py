@@ -10,6 +10,9 @@ Rows per model (same model size, batch size, data, seed and learning-rate schedu
 - ``+ length grouping``: ``--task sentence_prediction_npu --group-by-length``.
 - ``+ fused_adamw``: ``--optimizer fused_adamw``.
 - ``+ bf16 autocast``: ``--amp`` (bf16 on cpu): the plugin's best settings.
+- ``plugin best, glibc's default allocator``: the same with ``FAIRSEQ_NPU_CPU_MALLOC=system``: what the plugin's
+  cpu allocator setting (fairseq_npu/cpu_allocator.py) adds. Rows meant to show stock behaviour while loading the
+  plugin (ALBERT's stock row, ``plugin, stock flags``) run with it too.
 - ``HF loop`` / ``HF loop + grouping + bf16``: ``hf_loop.py``.
 
 Samples/s are measured over the updates after the warm-up, from fairseq's per-interval ``ups`` x ``bsz``.
@@ -33,8 +36,10 @@ import glue_data  # noqa: E402
 LOG_INTERVAL = 10
 KEY_ROWS = {
     "roberta": ("stock", "+ length grouping", "plugin best: grouping + fused_adamw + bf16", "HF loop",
-                "HF loop + grouping + bf16", "plugin: fused_adamw + bf16, no grouping"),
-    "albert": ("stock", "plugin best: grouping + fused_adamw + bf16", "HF loop", "plugin: fused_adamw + bf16, no grouping"),
+                "HF loop + grouping + bf16", "plugin: fused_adamw + bf16, no grouping",
+                "plugin best, glibc's default allocator"),
+    "albert": ("stock", "plugin best: grouping + fused_adamw + bf16", "HF loop", "plugin: fused_adamw + bf16, no grouping",
+               "plugin best, glibc's default allocator"),
 }
 
 
@@ -47,6 +52,7 @@ def fairseq_rows(model: str, data: Path, batch_size: int, max_update: int, devic
             "--no-save", "--disable-validation"]
     user_dir = ["--user-dir", "fairseq_npu"]
     stock = ["--task", "sentence_prediction", "--optimizer", "adam"]
+    glibc_default = ["env", "FAIRSEQ_NPU_CPU_MALLOC=system"]  # loads the plugin, keeps stock's allocator behaviour
     if device == "cuda":
         grouped = base + user_dir + ["--task", "sentence_prediction_npu", "--group-by-length"]
         return [
@@ -60,15 +66,17 @@ def fairseq_rows(model: str, data: Path, batch_size: int, max_update: int, devic
     rows = []
     if model == "roberta":
         rows.append(("stock", base + stock))
-        rows.append(("plugin, stock flags", base + user_dir + stock))
+        rows.append(("plugin, stock flags", glibc_default + base + user_dir + stock))
     else:
-        rows.append(("stock", base + user_dir + stock))
+        rows.append(("stock", glibc_default + base + user_dir + stock))
     grouped = base + user_dir + ["--task", "sentence_prediction_npu", "--group-by-length"]
     rows.append(("plugin: fused_adamw + bf16, no grouping",
                  base + user_dir + ["--task", "sentence_prediction_npu", "--optimizer", "fused_adamw", "--amp"]))
     rows.append(("+ length grouping", grouped + ["--optimizer", "adam"]))
     rows.append(("+ fused_adamw", grouped + ["--optimizer", "fused_adamw"]))
     rows.append(("plugin best: grouping + fused_adamw + bf16", grouped + ["--optimizer", "fused_adamw", "--amp"]))
+    rows.append(("plugin best, glibc's default allocator",
+                 glibc_default + grouped + ["--optimizer", "fused_adamw", "--amp"]))
     return rows
 
 

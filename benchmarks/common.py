@@ -102,8 +102,7 @@ def shell_command(cmd: List[str], env: Optional[Dict[str, str]] = None) -> str:
     args = list(cmd)
     if args and args[0].startswith(str(BIN)):
         args[0] = Path(args[0]).name
-    if args and args[0] == sys.executable:
-        args[0] = "python"
+    args = ["python" if a == sys.executable else a for a in args]  # also after an `env VAR=value` prefix
     args = [str(Path(a).relative_to(REPO)) if a.startswith(str(REPO) + "/") else a for a in args]
     return " ".join(parts + [shlex.quote(a) for a in args])
 

@@ -1,4 +1,5 @@
-"""``fairseq-train`` with each update's process CPU time logged as ``cpu_ms`` in the ``train_inner`` records.
+"""``fairseq-train`` with each update's process CPU time logged as ``cpu_ms`` in the ``train_inner`` records, and
+the part of it spent in the optimizer step as ``opt_cpu_ms`` (where the remaining time per update goes).
 
 On a shared machine wall-clock rates swing with other jobs' load; the CPU time a single-threaded
 (``OMP_NUM_THREADS=1``) trainer spends inside ``Trainer.train_step`` barely does, so samples per CPU-second
@@ -13,8 +14,17 @@ from fairseq_cli.train import cli_main  # first: it sets fairseq-train's log for
 
 from fairseq import trainer  # noqa: E402
 from fairseq.logging import metrics  # noqa: E402
+from fairseq.tasks import fairseq_task  # noqa: E402
 
 _step = trainer.Trainer.train_step
+_optimizer_step = fairseq_task.FairseqTask.optimizer_step
+
+
+def _timed_optimizer_step(self, optimizer, model, update_num):
+    start = time.process_time()
+    out = _optimizer_step(self, optimizer, model, update_num)
+    metrics.log_scalar("opt_cpu_ms", (time.process_time() - start) * 1000.0, 1, round=2)
+    return out
 
 
 def _timed_train_step(self, samples, raise_oom=False):
@@ -26,6 +36,7 @@ def _timed_train_step(self, samples, raise_oom=False):
 
 
 trainer.Trainer.train_step = _timed_train_step
+fairseq_task.FairseqTask.optimizer_step = _timed_optimizer_step
 
 if __name__ == "__main__":
     sys.argv[0] = "fairseq-train"

@@ -17,7 +17,7 @@ from typing import Callable, List
 
 import torch
 
-from fairseq_npu import device
+from fairseq_npu import cpu_allocator, device
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +107,8 @@ def _install_trainer_device():
             elif backend.type == "cpu" and torch.cuda.is_available():
                 with open_dict(cfg):  # cpu chosen on a cuda machine: stock would still take cuda
                     cfg.common.cpu = True
+            if backend.type == "cpu" or cfg.common.cpu:
+                cpu_allocator.keep_freed_memory()  # before the first update allocates its gradients
             original(self, cfg, task, model, criterion, *args, **kwargs)
             if backend.type == "npu" and not cfg.common.cpu:
                 if cfg.distributed_training.distributed_world_size <= 1:
@@ -408,8 +410,10 @@ HOOKS: List[Hook] = [
     Hook("fairseq.options.add_distributed_training_args", "adds --device-type {auto,npu,cuda,cpu}",
          "the device must be choosable on the command line, and spawned workers must inherit it",
          _install_device_type_flag),
-    Hook("fairseq.trainer.Trainer.__init__", "puts model and criterion on the selected device (npu included)",
-         "stock picks cuda if available else cpu; it has no npu branch and ignores FAIRSEQ_NPU_DEVICE=cpu",
+    Hook("fairseq.trainer.Trainer.__init__", "puts model and criterion on the selected device (npu included); on cpu, "
+         "makes glibc keep freed memory (fairseq_npu/cpu_allocator.py)",
+         "stock picks cuda if available else cpu; it has no npu branch and ignores FAIRSEQ_NPU_DEVICE=cpu; on cpu "
+         "every update page-faults its large gradient buffers in again",
          _install_trainer_device),
     Hook("fairseq.trainer.Trainer._prepare_sample", "moves each batch to the trainer's device on npu",
          "stock moves batches only when self.cuda is true", _install_trainer_prepare_sample),

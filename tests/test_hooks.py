@@ -147,6 +147,18 @@ def test_trainer_cpu_flag_beats_npu(npu_stand_in):
     assert device.get().type == "cpu"
 
 
+def test_trainer_tunes_the_cpu_allocator_on_cpu_only(npu_stand_in, monkeypatch):
+    from fairseq_npu import cpu_allocator
+
+    tuned = []
+    monkeypatch.setattr(cpu_allocator, "keep_freed_memory", lambda: tuned.append(True))
+    init = hooks.rewrap(Trainer.__init__, _fake_trainer_init)
+    init(SimpleNamespace(), make_cfg(), None, _Movable(), _Movable())  # npu
+    assert tuned == []
+    init(SimpleNamespace(), make_cfg("--cpu"), None, _Movable(), _Movable())
+    assert tuned == [True]
+
+
 def test_trainer_honours_cpu_choice_on_a_cuda_machine(monkeypatch):
     monkeypatch.setenv(device.ENV_VAR, "cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
