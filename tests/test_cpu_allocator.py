@@ -26,12 +26,13 @@ def update():  # what each update does to the allocator: a large block and some 
     del g
     small.clear()
 
-update()
+for _ in range(3):  # warm-up: the heap grows until a freed block fits the next request (glibc's alignment slack)
+    update()
 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(5):
+for _ in range(10):
     update()
 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
-print(json.dumps(dict(applied=applied, faults_per_update=faults / 5, pages_per_block=block * 4 // resource.getpagesize())))
+print(json.dumps(dict(applied=applied, faults_per_update=faults / 10, pages_per_block=block * 4 // resource.getpagesize())))
 """
 
 
@@ -45,7 +46,8 @@ def _probe(**env):
 def test_freed_blocks_are_reused_without_page_faults():
     got = _probe(FAIRSEQ_NPU_CPU_MALLOC="keep")
     assert got["applied"] is True
-    assert got["faults_per_update"] < 0.05 * got["pages_per_block"], got  # the pages stayed mapped
+    # the pages stayed mapped: at most one more heap growth in ten updates, not a block's worth each time
+    assert got["faults_per_update"] < 0.15 * got["pages_per_block"], got
 
 
 def test_system_setting_keeps_glibc_behaviour():
