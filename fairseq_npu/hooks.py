@@ -108,7 +108,7 @@ def _install_trainer_device():
                 with open_dict(cfg):  # cpu chosen on a cuda machine: stock would still take cuda
                     cfg.common.cpu = True
             if backend.type == "cpu" or cfg.common.cpu:
-                cpu_allocator.keep_freed_memory()  # before the first update allocates its gradients
+                cpu_allocator.apply_for(model)  # before the first update allocates its gradients
             original(self, cfg, task, model, criterion, *args, **kwargs)
             if backend.type == "npu" and not cfg.common.cpu:
                 if cfg.distributed_training.distributed_world_size <= 1:
@@ -411,7 +411,7 @@ HOOKS: List[Hook] = [
          "the device must be choosable on the command line, and spawned workers must inherit it",
          _install_device_type_flag),
     Hook("fairseq.trainer.Trainer.__init__", "puts model and criterion on the selected device (npu included); on cpu, "
-         "makes glibc keep freed memory (fairseq_npu/cpu_allocator.py)",
+         "makes glibc keep freed memory when a gradient exceeds 32 MiB (fairseq_npu/cpu_allocator.py)",
          "stock picks cuda if available else cpu; it has no npu branch and ignores FAIRSEQ_NPU_DEVICE=cpu; on cpu "
          "every update page-faults its large gradient buffers in again",
          _install_trainer_device),

@@ -62,5 +62,25 @@ def test_unknown_setting_names_the_variable(monkeypatch):
 
     monkeypatch.setattr(cpu_allocator, "_applied", None)
     monkeypatch.setenv(cpu_allocator.ENV_VAR, "fast")
-    with pytest.raises(ValueError, match=r"\$FAIRSEQ_NPU_CPU_MALLOC='fast': use 'keep' \(the default\) or 'system'"):
+    with pytest.raises(ValueError, match=r"\$FAIRSEQ_NPU_CPU_MALLOC='fast': use 'auto' \(the default\), 'keep' or "
+                                         r"'system'"):
         cpu_allocator.keep_freed_memory()
+
+
+@pytest.mark.parametrize("setting, rows, dim, applied", [
+    ("auto", 50265, 256, True),  # RoBERTa's embedding: 51 MB, above glibc's 32 MiB mmap threshold
+    ("auto", 30000, 128, False),  # ALBERT's factorized embedding: 15 MB, glibc already reuses it
+    ("keep", 30000, 128, True),
+    ("system", 50265, 256, False),
+])
+def test_auto_applies_where_a_gradient_exceeds_the_mmap_threshold(monkeypatch, setting, rows, dim, applied):
+    import torch
+
+    from fairseq_npu import cpu_allocator
+
+    calls = []
+    monkeypatch.setattr(cpu_allocator, "keep_freed_memory", lambda: calls.append(1) or setting != "system")
+    monkeypatch.setenv(cpu_allocator.ENV_VAR, setting)
+    model = torch.nn.Sequential(torch.nn.Embedding(rows, dim), torch.nn.Linear(dim, 2))
+    assert cpu_allocator.apply_for(model) is applied
+    assert len(calls) == (0 if setting == "auto" and not applied else 1)

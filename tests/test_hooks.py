@@ -151,12 +151,13 @@ def test_trainer_tunes_the_cpu_allocator_on_cpu_only(npu_stand_in, monkeypatch):
     from fairseq_npu import cpu_allocator
 
     tuned = []
-    monkeypatch.setattr(cpu_allocator, "keep_freed_memory", lambda: tuned.append(True))
+    monkeypatch.setattr(cpu_allocator, "apply_for", lambda model: tuned.append(model))
     init = hooks.rewrap(Trainer.__init__, _fake_trainer_init)
     init(SimpleNamespace(), make_cfg(), None, _Movable(), _Movable())  # npu
     assert tuned == []
-    init(SimpleNamespace(), make_cfg("--cpu"), None, _Movable(), _Movable())
-    assert tuned == [True]
+    model = _Movable()
+    init(SimpleNamespace(), make_cfg("--cpu"), None, model, _Movable())
+    assert tuned == [model]
 
 
 def test_trainer_honours_cpu_choice_on_a_cuda_machine(monkeypatch):
