@@ -49,10 +49,10 @@ GPU_COMMAND = ("python benchmarks/bench_throughput.py --device cuda --models rob
                "--updates 500 --log-interval 50 --repeats 2")
 
 
-def throughput_section(res) -> list:
+def throughput_section(res, title=None, gpu_note=True) -> list:
     device = res.get("device", "cpu")
-    out = [f"## 1. Training throughput, {device.upper()}, SST-2 train" + (" (GPU column)" if device != "cpu" else ""),
-           ""]
+    out = [title or (f"## 1. Training throughput, {device.upper()}, SST-2 train"
+                     + (" (GPU column)" if device != "cpu" else "")), ""]
     out.append(f"Machine: {_machine(res['machine'])}.")
     out.append("")
     out.append(f"Threads per run: {res.get('threads', 'default')}. Batch {res['batch_size']} sentences, samples/s over {res['updates']} updates after {res['warmup']} "
@@ -87,7 +87,7 @@ def throughput_section(res) -> list:
         for row in block["rows"]:
             out += [f"- {row['name']}:", "  ```", f"  {row['command']}", "  ```"]
         out += ["", "</details>"]
-    if device == "cpu" and _load("throughput_cuda") is None:
+    if gpu_note and device == "cpu" and _load("throughput_cuda") is None:
         out += ["", "GPU column (roberta_base / albert_base at full size, batch 32): **not measured**: no GPU was "
                 f"available to this work. On a CUDA machine (`make install TORCH_SPEC=torch`), `{GPU_COMMAND}` "
                 "measures it (results `benchmarks/results/throughput_cuda.json`, rendered here as its own section); "
@@ -182,6 +182,9 @@ def render() -> Path:
     if NOTES.exists():
         lines += [NOTES.read_text().rstrip(), ""]
     for name, section in (("padding_sst2", padding_section), ("throughput_cpu", throughput_section),
+                          ("throughput_cpu_default_threads", lambda r: throughput_section(
+                              r, "## 1b. Training throughput, CPU, wall clock at torch's default threads (2)",
+                              gpu_note=False)),
                           ("throughput_cuda", throughput_section), ("scaling_cpu", scaling_section),
                           ("accuracy_cpu", accuracy_section),
                           ("accuracy_epoch_sst2_cpu", lambda r: accuracy_section(

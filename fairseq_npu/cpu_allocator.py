@@ -11,8 +11,8 @@ process keeps its peak memory until it exits (a training process's peak is where
 Blocks up to 32 MiB do not need it: glibc raises its mmap threshold to the size of each mmapped block it frees
 (up to that maximum), so they move to the heap by themselves. So the Trainer hook applies the settings (``auto``)
 only when the model holds a parameter, hence a gradient, above 32 MiB: RoBERTa's 50,265-row embedding (51 MB
-at 256 dims, 154 MB at 768) yes, ALBERT's 128-dim factorized one (15 MB) no; there they measured neutral to
-10% slower with two threads. ``FAIRSEQ_NPU_CPU_MALLOC=keep`` applies them for any model, ``system`` never.
+at 256 dims, 154 MB at 768) yes, ALBERT's 128-dim factorized one (15 MB) no (no gain measured there, within
+the machine's noise). ``FAIRSEQ_NPU_CPU_MALLOC=keep`` applies them for any model, ``system`` never.
 Other C libraries (musl, macOS) are left alone.
 """
 
