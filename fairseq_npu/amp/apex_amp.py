@@ -232,7 +232,7 @@ def install_backward():
 
 
 def install_overflow_skip():
-    """FairseqOptimizer.clip_grad_norm: a step apex skips becomes fairseq's OverflowError (no update counted)."""
+    """FairseqOptimizer.clip_grad_norm (and fused_adamw's own): a step apex skips becomes fairseq's OverflowError (no update counted)."""
     from fairseq.logging import metrics
     from fairseq.optim.fairseq_optimizer import FairseqOptimizer
 
@@ -265,6 +265,10 @@ def install_overflow_skip():
         return clip_grad_norm
 
     wrap(FairseqOptimizer, "clip_grad_norm", make)
+    # fused_adamw computes the norm itself (multi-tensor) instead of inheriting the method wrapped above
+    from fairseq_npu.optim.fused_adamw import FairseqFusedAdamW
+
+    wrap(FairseqFusedAdamW, "clip_grad_norm", make)
 
 
 def install_state_dict():

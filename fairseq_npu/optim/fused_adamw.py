@@ -27,6 +27,10 @@ the factor rounded to the parameter dtype: in fp32 that factor moves in steps of
 exact to rounding of the product; this optimizer does the same with one multi-tensor op before the kernel,
 which runs with ``weight_decay=0``.
 
+The gradient norm fairseq computes (and logs as ``gnorm``) every update is taken with multi-tensor ops too
+(``clip_grad_norm``, fairseq_npu/optim/grad_norm.py): 3 operators instead of about 400 for roberta_base, and no
+device-to-host copies on an NPU.
+
 The eps correction needs the step count; it is kept per parameter group (``fairseq_step``): every parameter of a group that is updated at all is updated at each step, as in fairseq
 training where unused parameters (RoBERTa's LM head while fine-tuning) never receive a gradient.
 """
@@ -43,6 +47,7 @@ from fairseq.optim import FairseqOptimizer, register_optimizer
 from omegaconf import II, OmegaConf
 
 from fairseq_npu import device
+from fairseq_npu.optim.grad_norm import clip_grad_norm_
 
 logger = logging.getLogger(__name__)
 
@@ -179,6 +184,10 @@ class FairseqFusedAdamW(FairseqOptimizer):
             group["fairseq_step"] += 1
             beta2 = group["betas"][1]
             group["eps"] = group["fairseq_eps"] / math.sqrt(1.0 - beta2 ** group["fairseq_step"])
+
+    def clip_grad_norm(self, max_norm, aggregate_norm_fn=None):
+        """fairseq's norm and clipping in multi-tensor ops (fairseq_npu/optim/grad_norm.py)."""
+        return clip_grad_norm_(self.params, max_norm, aggregate_norm_fn)
 
     def step(self, closure=None, scale=1.0, groups=None):
         if scale != 1.0:
