@@ -32,13 +32,13 @@ class _OpCounter(TorchDispatchMode):
         self.phases = ["trainer other"]
         self.ops = collections.Counter()
         self.syncs = collections.Counter()
-        self.names = collections.Counter()
+        self.names = collections.defaultdict(collections.Counter)  # phase -> operator -> count
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         phase = self.phases[-1]
         self.ops[phase] += 1
         name = func.overloadpacket.__name__
-        self.names[name] += 1
+        self.names[phase][name] += 1
         if name in SYNC_OPS:
             self.syncs[phase] += 1
         return func(*args, **(kwargs or {}))
@@ -70,7 +70,7 @@ def _counted_train_step(self, samples, raise_oom=False):
         out = _train_step(self, samples, raise_oom)
     record = dict(update=self.get_num_updates(), ops=dict(_counter.ops), syncs=dict(_counter.syncs),
                   total_ops=sum(_counter.ops.values()), total_syncs=sum(_counter.syncs.values()),
-                  top=dict(_counter.names.most_common(12)))
+                  top={phase: dict(names.most_common(8)) for phase, names in _counter.names.items()})
     _counter = None
     print("host_ops " + json.dumps(record), flush=True)
     return out

@@ -10,11 +10,14 @@ import fairseq_npu  # noqa: F401  (registers fused_adamw, installs the hooks)
 from fairseq import optim
 from fairseq.optim.adam import FairseqAdam
 from fairseq_npu import device
+from op_counting import CountOps
 from fairseq_npu.optim.fused_adamw import FairseqFusedAdamW, choose_impl
 
 SHAPES = [(64, 32), (32,), (128, 64), (7,), (3, 5, 4)]
 STEPS = 100
 TOL = 1e-6
+
+
 
 
 @pytest.fixture(autouse=True)
@@ -158,3 +161,50 @@ def test_npu_falls_back_to_foreach_when_no_fused_npu_optimizer(npu_stand_in, mon
         impl = choose_impl("npu", make_params())
     assert impl == "foreach"  # cpu tensors here; on a real npu torch has no fused AdamW for them either
     assert "--adamw-impl npu unavailable" in caplog.text
+
+
+def test_fp16_master_syncs_are_multi_tensor_copies_with_stocks_result():
+    """Under --fp16 with fused_adamw, grads -> flat fp32 grad and flat fp32 -> params are one copy each (a hook),
+    equal bit for bit to stock's tensor-by-tensor copies, including the zeros for a parameter without a grad."""
+    from fairseq.optim.fp16_optimizer import _FP16OptimizerMixin
+
+    from fairseq_npu.hooks import original_of
+
+    wrapped = {}
+    for name in ("stock", "ours"):
+        params = make_params(torch.float16)
+        wrapped[name] = optim.FP16Optimizer.build_optimizer(fp16_cfg("fused_adamw", 0.1, adamw_impl="auto"), params)
+        for p, g in zip(params, gradients(0, torch.float16)):
+            p.grad = g
+        params[1].grad = None  # an unused parameter: stock writes zeros for it
+        wrapped[name]._needs_sync = True  # what backward() sets
+        wrapped[name].fp32_params[None].grad.fill_(7.0)  # whatever the previous update left
+    stock_grads = original_of(_FP16OptimizerMixin._sync_fp16_grads_to_fp32)
+    stock_params = original_of(_FP16OptimizerMixin._sync_fp32_params_to_fp16)
+    stock_grads(wrapped["stock"])
+    wrapped["ours"]._sync_fp16_grads_to_fp32()
+    assert torch.equal(wrapped["stock"].fp32_params[None].grad, wrapped["ours"].fp32_params[None].grad)
+    wrapped["ours"]._needs_sync = True
+    with CountOps() as ops:  # the views of the flat buffer were built by the first call
+        wrapped["ours"]._sync_fp16_grads_to_fp32()
+    assert ops.names == {"_foreach_copy_": 1, "_foreach_zero_": 1}, ops.names
+    for w in wrapped.values():  # an update of the master copy, then back to the fp16 weights
+        w.fp32_params[None].data.add_(torch.linspace(-1, 1, w.fp32_params[None].numel()))
+    stock_params(wrapped["stock"])
+    wrapped["ours"]._sync_fp32_params_to_fp16()
+    with CountOps() as ops:
+        wrapped["ours"]._sync_fp32_params_to_fp16()
+    assert ops.names == {"_foreach_copy_": 1}, ops.names
+    assert all(torch.equal(a, b) for a, b in zip(wrapped["stock"].fp16_params, wrapped["ours"].fp16_params))
+    assert not torch.equal(wrapped["ours"].fp16_params[0], make_params(torch.float16)[0])  # they did change
+
+
+def test_stock_adam_keeps_stocks_fp16_master_syncs():
+    params = make_params(torch.float16)
+    wrapped = optim.FP16Optimizer.build_optimizer(fp16_cfg("adam", 0.1), params)
+    for p, g in zip(params, gradients(0, torch.float16)):
+        p.grad = g
+    wrapped._needs_sync = True
+    with CountOps() as ops:
+        wrapped._sync_fp16_grads_to_fp32()
+    assert ops.names["copy_"] == len(SHAPES)  # tensor by tensor, as stock does

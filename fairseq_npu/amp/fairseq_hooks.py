@@ -70,6 +70,34 @@ def install_fp32_master_params():
     _FP16OptimizerMixin.build_fp32_params = staticmethod(_FP16OptimizerMixin.__dict__["build_fp32_params"])
 
 
+def install_multi_tensor_master_syncs():
+    """FP16Optimizer's fp16 <-> flat fp32 syncs as one multi-tensor copy each, under --optimizer fused_adamw."""
+    from fairseq.optim.fp16_optimizer import _FP16OptimizerMixin
+
+    from fairseq_npu.amp.fp32_master_params import sync_grads_to_fp32, sync_params_to_fp16
+    from fairseq_npu.optim.fused_adamw import FairseqFusedAdamW
+
+    def applies(self) -> bool:
+        # behind the plugin's optimizer name only: stock optimizers keep stock's copies
+        return (self.has_flat_params and isinstance(self.fp32_optimizer, FairseqFusedAdamW)
+                and hasattr(torch, "_foreach_copy_"))
+
+    def make_grads(original):
+        def _sync_fp16_grads_to_fp32(self):
+            return sync_grads_to_fp32(self) if applies(self) else original(self)
+
+        return _sync_fp16_grads_to_fp32
+
+    def make_params(original):
+        def _sync_fp32_params_to_fp16(self):
+            return sync_params_to_fp16(self) if applies(self) else original(self)
+
+        return _sync_fp32_params_to_fp16
+
+    wrap(_FP16OptimizerMixin, "_sync_fp16_grads_to_fp32", make_grads)
+    wrap(_FP16OptimizerMixin, "_sync_fp32_params_to_fp16", make_params)
+
+
 def install_trainer_overflow():
     """fairseq.trainer's ``torch``: its overflow handler's ``torch.tensor(0.0).cuda()`` lands on the backend."""
     from fairseq import trainer

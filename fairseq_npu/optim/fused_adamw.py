@@ -27,8 +27,9 @@ the factor rounded to the parameter dtype: in fp32 that factor moves in steps of
 exact to rounding of the product; this optimizer does the same with one multi-tensor op before the kernel,
 which runs with ``weight_decay=0``.
 
-The gradient norm fairseq computes (and logs as ``gnorm``) every update is taken with multi-tensor ops too
-(``clip_grad_norm``, fairseq_npu/optim/grad_norm.py): 3 operators instead of about 400 for roberta_base, and no
+The gradient norm fairseq computes (and logs as ``gnorm``) every update, and the scaling of the gradients by
+1 / sample size, take multi-tensor ops too (``clip_grad_norm``, ``multiply_grads``,
+fairseq_npu/optim/multi_tensor_grads.py): a handful of operators instead of about 600 for roberta_base, and no
 device-to-host copies on an NPU.
 
 The eps correction needs the step count; it is kept per parameter group (``fairseq_step``): every parameter of a group that is updated at all is updated at each step, as in fairseq
@@ -47,7 +48,7 @@ from fairseq.optim import FairseqOptimizer, register_optimizer
 from omegaconf import II, OmegaConf
 
 from fairseq_npu import device
-from fairseq_npu.optim.grad_norm import clip_grad_norm_
+from fairseq_npu.optim.multi_tensor_grads import clip_grad_norm_, multiply_grads_
 
 logger = logging.getLogger(__name__)
 
@@ -186,8 +187,12 @@ class FairseqFusedAdamW(FairseqOptimizer):
             group["eps"] = group["fairseq_eps"] / math.sqrt(1.0 - beta2 ** group["fairseq_step"])
 
     def clip_grad_norm(self, max_norm, aggregate_norm_fn=None):
-        """fairseq's norm and clipping in multi-tensor ops (fairseq_npu/optim/grad_norm.py)."""
+        """fairseq's norm and clipping in multi-tensor ops (fairseq_npu/optim/multi_tensor_grads.py)."""
         return clip_grad_norm_(self.params, max_norm, aggregate_norm_fn)
+
+    def multiply_grads(self, c):
+        """fairseq's gradient scaling, without a detach per gradient (fairseq_npu/optim/multi_tensor_grads.py)."""
+        multiply_grads_(self.params, c)
 
     def step(self, closure=None, scale=1.0, groups=None):
         if scale != 1.0:

@@ -1,4 +1,7 @@
-"""Gradient norm and clipping for ``fused_adamw``: fairseq's ``utils.clip_grad_norm_`` in a few multi-tensor ops.
+"""What fairseq does to the gradients between backward and the optimizer step, in a few multi-tensor ops
+(``fused_adamw``'s ``clip_grad_norm`` and ``multiply_grads``).
+
+Norm and clipping: fairseq's ``utils.clip_grad_norm_``.
 
 fairseq computes the total norm with apex's ``amp_C`` kernel when it is installed, and otherwise one
 ``torch.norm`` per gradient: about 400 operators per update for roberta_base (a norm and a detach for each of
@@ -11,9 +14,14 @@ Same contract and result as fairseq's function: the 2-norm over all gradients as
 the same order on the CPU, so bit-identical there), ``aggregate_norm_fn`` applied to it, and with ``max_norm > 0``
 the gradients scaled by ``min(1, max_norm / (norm + 1e-6))``. Gradients that are not all float32 on one device,
 and fairseq's MoE ``expert`` parameters, take fairseq's own function.
+
+Scaling (``multiply_grads``: the 1 / sample-size normalisation every update, loss-scale removal): fairseq already
+multiplies with ``torch._foreach_mul_``, but collects the gradients through ``p.grad.data``, one more operator
+(a detach) per gradient on the host. Here the same product, on the gradients themselves under ``no_grad``.
 """
 
-from typing import Callable, Iterable, Optional
+from collections import defaultdict
+from typing import Callable, Iterable, Optional, Union
 
 import torch
 from fairseq import utils
@@ -42,3 +50,18 @@ def clip_grad_norm_(params: Iterable[torch.Tensor], max_norm: float,
             clip_coef = (float(max_norm) / (total_norm + 1e-6)).clamp_(max=1)
             torch._foreach_mul_(grads, clip_coef)
     return total_norm
+
+
+def multiply_grads_(params: Iterable[torch.Tensor], c: Union[float, torch.Tensor]) -> None:
+    """Every gradient times ``c`` (fairseq's ``FairseqOptimizer.multiply_grads``)."""
+    groups = defaultdict(list)  # (device, dtype) -> gradients
+    with torch.no_grad():
+        for p in params:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                p.grad.mul_(c.to(p.grad.device) if torch.is_tensor(c) else c)
+            else:
+                groups[(p.grad.device, p.grad.dtype)].append(p.grad)
+        for (dev, _), grads in groups.items():
+            torch._foreach_mul_(grads, c.to(dev) if torch.is_tensor(c) else c)

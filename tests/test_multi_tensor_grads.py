@@ -1,17 +1,17 @@
-"""fused_adamw's gradient norm and clipping: fairseq's results, bit for bit on the CPU, in a handful of operators."""
+"""fused_adamw's gradient norm, clipping and scaling: fairseq's results, bit for bit on the CPU, in a handful of
+operators."""
 
-import collections
 
 import pytest
 import torch
 from fairseq import utils
 from omegaconf import OmegaConf
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import fairseq_npu  # noqa: F401  (registers fused_adamw)
 from fairseq.optim.adam import FairseqAdam
+from op_counting import CountOps
 from fairseq_npu.optim.fused_adamw import FairseqFusedAdamW
-from fairseq_npu.optim.grad_norm import clip_grad_norm_
+from fairseq_npu.optim.multi_tensor_grads import clip_grad_norm_, multiply_grads_
 
 # roberta_base has 201 gradients when fine-tuning; a spread of sizes and magnitudes like theirs
 N_PARAMS = 201
@@ -40,14 +40,6 @@ def copies(params):
     return out
 
 
-class CountOps(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.names = collections.Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.names[func.overloadpacket.__name__] += 1
-        return func(*args, **(kwargs or {}))
 
 
 @pytest.mark.parametrize("max_norm", [0.0, 1.0, 1e9])
@@ -118,3 +110,19 @@ def test_optimizer_method_equals_stock_adams():
     fused = FairseqFusedAdamW(OmegaConf.create(dict(_name="fused_adamw", adamw_impl="auto", **cfg)), new)
     assert torch.equal(fused.clip_grad_norm(0.5), stock.clip_grad_norm(0.5))
     assert all(torch.equal(a.grad, b.grad) for a, b in zip(ref, new) if a.grad is not None)
+
+
+@pytest.mark.parametrize("c", [1 / 32, torch.tensor(0.25)])
+def test_multiply_grads_bit_identical_to_fairseq_without_a_detach_per_gradient(c):
+    ref = params_with_grads()
+    ref[7] = torch.nn.Parameter(ref[7].detach().double())  # a second dtype group
+    ref[7].grad = torch.randn(ref[7].shape, dtype=torch.float64)
+    new = copies(ref)
+    stock = FairseqAdam(OmegaConf.create(dict(_name="adam", adam_betas="(0.9, 0.98)", adam_eps=1e-6, weight_decay=0.0,
+                                              lr=[1e-3], use_old_adam=False, fp16_adam_stats=False, tpu=False)), ref)
+    stock.multiply_grads(c)
+    with CountOps() as ours:
+        multiply_grads_(new, c)
+    for a, b in zip(ref, new):
+        assert (a.grad is None and b.grad is None) or (a.grad.dtype == b.grad.dtype and torch.equal(a.grad, b.grad))
+    assert sum(ours.names.values()) == 2, ours.names  # one _foreach_mul_ per (device, dtype) group

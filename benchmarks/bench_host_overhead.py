@@ -1,0 +1,112 @@
+"""Host work per update, stock fairseq-train vs the plugin: operators dispatched and host reads of tensor values
+per ``Trainer.train_step`` (by phase), and the time an update takes when the model is too narrow for the
+arithmetic to matter.
+
+Why: at batch 32 of SST-2 sentences (13 tokens on average) a GPU or NPU finishes roberta_base's arithmetic in a
+few milliseconds, so the update rate is set by how many operators the host has to launch and how often it has to
+stop and wait for the device (REFERENCE.md: short GLUE batches are launch/host-bound). Both are properties of
+the code path, not of the device or the hidden size: they are counted here on the CPU (``host_ops_train.py``)
+with the real depth (12 layers, so the real number of parameter tensors and layer calls) at width 64. The timing
+runs (``cpu_timed_train.py``, single-threaded) use the same narrow models, so what they measure is mostly
+per-operator host cost.
+
+Rows per model: stock fp32 (``sentence_prediction``, ``adam``); the stock GPU recipe's ``--fp16`` (fairseq's
+FP16Optimizer with flat fp32 master weights and ``adam``; on the CPU it needs the plugin loaded for device
+placement, nothing else of it); the plugin's best on CPU (grouping, ``fused_adamw``, ``--amp`` bf16); and the
+plugin's GPU row (grouping, ``fused_adamw``, ``--fp16``).
+"""
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+import fairseq_log  # noqa: E402
+import glue_data  # noqa: E402
+
+# roberta_base / albert_base depth and tensor count, width 64 (ALBERT keeps its 128-dim embedding)
+NARROW_SIZES = {
+    "roberta": dict(layers=12, dim=64, ffn=256, heads=4),
+    "albert": dict(layers=12, dim=64, ffn=256, heads=4, embedding_dim=128),
+}
+COUNTED_UPDATES = 3  # counts are the same every update once the first has built the optimizer state
+
+
+def rows(model: str):
+    user_dir = ["--user-dir", "fairseq_npu"]
+    stock = ["--task", "sentence_prediction", "--optimizer", "adam"]
+    plugin = user_dir + ["--task", "sentence_prediction_npu", "--group-by-length", "--optimizer", "fused_adamw"]
+    return [
+        ("stock fp32", (user_dir if model == "albert" else []) + stock),
+        ("stock --fp16 recipe", user_dir + stock + common.FP16_FLAGS),
+        ("plugin best on CPU: grouping + fused_adamw + --amp (bf16)", plugin + ["--amp"]),
+        ("plugin: grouping + fused_adamw + --fp16", plugin + common.FP16_FLAGS),
+    ]
+
+
+def base_command(script: str, model: str, data: Path, max_update: int, log_interval: int):
+    return [sys.executable, str(common.REPO / "benchmarks" / script), str(data),
+            *common.common_train_flags(32, 1e-4, 2000, 100), *common.model_flags(model, NARROW_SIZES),
+            *common.task_flags("SST-2"), "--max-update", str(max_update), "--log-interval", str(log_interval),
+            "--no-save", "--disable-validation"]
+
+
+def parse_counts(text: str) -> dict:
+    records = [json.loads(line.split(" ", 1)[1]) for line in text.splitlines() if line.startswith("host_ops ")]
+    if not records:
+        raise ValueError("no host_ops record in the log")
+    return records[-1]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", default="roberta,albert")
+    p.add_argument("--warmup", type=int, default=20, help="updates before timing (a multiple of 10)")
+    p.add_argument("--updates", type=int, default=100, help="timed updates (a multiple of 10)")
+    p.add_argument("--repeats", type=int, default=2, help="timing runs per row, order reversed on alternate repeats")
+    p.add_argument("--out", default="host_ops_cpu")
+    a = p.parse_args(argv)
+    env = {"OMP_NUM_THREADS": "1"}
+    result = dict(machine=common.machine(), sizes=NARROW_SIZES, batch_size=32, warmup=a.warmup, updates=a.updates,
+                  models={})
+    for model in a.models.split(","):
+        data = glue_data.build(model, "SST-2")
+        measured = []
+        for name, flags in rows(model):
+            slug = name.split(":")[0].replace(" ", "_").replace("-", "")
+            cmd = base_command("host_ops_train.py", model, data, COUNTED_UPDATES, 10) + flags
+            log = common.WORK / "host_ops" / model / f"{slug}.count.log"
+            info = common.run_logged(cmd, log, env=env)
+            counts = parse_counts(log.read_text())
+            print(f"{model} | {name}: {counts['total_ops']} operators, {counts['total_syncs']} host reads "
+                  f"per update", flush=True)
+            timing_cmd = base_command("cpu_timed_train.py", model, data, a.warmup + a.updates, 10) + flags
+            measured.append(dict(name=name, counts=counts, count_command=common.shell_command(cmd, env),
+                                 timing_command=common.shell_command(timing_cmd, env), timing_cmd=timing_cmd,
+                                 runs=[], count_load=[info["load_before"], info["load_after"]]))
+        for rep in range(a.repeats):
+            for row in (measured if rep % 2 == 0 else measured[::-1]):
+                slug = row["name"].split(":")[0].replace(" ", "_").replace("-", "")
+                log = common.WORK / "host_ops" / model / f"{slug}.time.{rep}.log"
+                info = common.run_logged(row["timing_cmd"], log, env=env)
+                tp = fairseq_log.throughput(fairseq_log.parse_records(log.read_text()).get("train_inner", []),
+                                            a.warmup)
+                row["runs"].append(dict(ms_per_update=1000.0 / tp.updates_per_s,
+                                        cpu_ms_per_update=32 * 1000.0 / tp.samples_per_cpu_s, **info))
+                print(f"{model} | {row['name']}: {row['runs'][-1]['ms_per_update']:.1f} ms per update "
+                      f"(load {info['load_before']} -> {info['load_after']})", flush=True)
+        for row in measured:
+            row.pop("timing_cmd")
+            row["ms_per_update"] = statistics.median(r["ms_per_update"] for r in row["runs"])
+            row["cpu_ms_per_update"] = statistics.median(r["cpu_ms_per_update"] for r in row["runs"])
+        result["models"][model] = dict(rows=measured)
+        common.save_result(a.out, result)
+    print(common.save_result(a.out, result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
