@@ -1,18 +1,21 @@
-"""``fairseq-train`` with the host-side work of each update counted: the aten operators dispatched (each one a
-kernel launch, or more, on an accelerator) and the host syncs (``aten::_local_scalar_dense``: every ``.item()``,
-``bool(tensor)`` or ``float(tensor)``, each of which waits for the device to drain its queue), per phase of
-``Trainer.train_step``. Each update's counts go to a ``host_ops`` line on stdout as JSON.
+"""``fairseq-train`` with the host-side work of each update counted, per phase of ``Trainer.train_step``:
+the aten operators dispatched (each one host work, and most a kernel launch on an accelerator) and the host
+reads of tensor values (``aten::_local_scalar_dense``: every ``.item()``, ``bool(t)`` or ``float(t)`` of a
+tensor the model or trainer computed, each a wait for the device to drain its queue when the tensor lives there;
+reads of tensors made from Python values by ``torch.tensor`` are left out). Each update's counts go to a
+``host_ops`` line on stdout as JSON.
 
 Short GLUE batches leave an accelerator waiting on the host (REFERENCE.md: launch/host-bound), so the number of
 operators per update bounds the update rate there whatever the device's speed. The counts do not depend on the
-hidden size, nor (apart from a branch or two) on the device, so they are measured here on the CPU with a narrow model
-of the real depth. Counting slows the run several times: time with ``cpu_timed_train.py``, count with this.
+hidden size, nor (apart from a branch or two) on the device, so they are measured here on the CPU with a narrow
+model of the real depth. Counting slows the run several times: time with ``cpu_timed_train.py``, count with this.
 Everything else is stock ``fairseq-train``: same command-line flags (pass them after the script name).
 """
 
 import collections
 import json
 import sys
+import weakref
 
 from fairseq_cli.train import cli_main  # first: it sets fairseq-train's log format
 
@@ -33,15 +36,20 @@ class _OpCounter(TorchDispatchMode):
         self.ops = collections.Counter()
         self.syncs = collections.Counter()
         self.names = collections.defaultdict(collections.Counter)  # phase -> operator -> count
+        # tensors made from Python values (torch.tensor(...)): reading them back is no device sync on a GPU
+        self.host_made = weakref.WeakSet()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         phase = self.phases[-1]
         self.ops[phase] += 1
         name = func.overloadpacket.__name__
         self.names[phase][name] += 1
-        if name in SYNC_OPS:
+        if name in SYNC_OPS and not (args and args[0] in self.host_made):
             self.syncs[phase] += 1
-        return func(*args, **(kwargs or {}))
+        out = func(*args, **(kwargs or {}))
+        if name == "lift_fresh":
+            self.host_made.add(out)
+        return out
 
 
 _counter = None

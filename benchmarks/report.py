@@ -173,6 +173,41 @@ def accuracy_section(res, title="## 3. Accuracy: from scratch, stock path vs plu
     return out + ["", "</details>", ""]
 
 
+PHASES = ("forward + backward", "grad norm", "optimizer step", "trainer other")
+HOST_OPS_COMMAND = "python benchmarks/bench_host_overhead.py --repeats 2"
+
+
+def host_ops_section(res) -> list:
+    sizes = res["sizes"]["roberta"]
+    out = ["## 4. Host work per update: operators and host reads, stock vs plugin (roberta_base / albert_base depth)",
+           "", f"Machine: {_machine(res['machine'])}.", "",
+           f"Models: 12 layers (the base models' depth, so the base models' number of parameter tensors and layer "
+           f"calls) at width {sizes['dim']} (ffn {sizes['ffn']}, {sizes['heads']} heads), batch {res['batch_size']} "
+           "SST-2 sentences, random init. 'operators' are the aten operators `Trainer.train_step` dispatches in one "
+           "update (counted with a TorchDispatchMode by `benchmarks/host_ops_train.py`; the same every update, and "
+           "independent of the width); each is host work, and most are a kernel launch on a GPU or NPU. 'host "
+           "reads' are the tensor values the host reads back (`.item()`, `bool(t)`), each a wait for the device "
+           "to drain its queue when the tensor lives there. 'ms per update' is wall time per update of "
+           f"single-threaded runs of the same narrow models (median of {len(res['models']['roberta']['rows'][0]['runs'])} "
+           f"runs of {res['updates']} updates after {res['warmup']}), where host work is most of the time. "
+           f"Command: `{HOST_OPS_COMMAND}`.", "",
+           "| model | row | operators per update | forward + backward | grad norm (incl. fp16 grad copy) | "
+           "optimizer step (incl. fp16 weight copy) | trainer other | host reads | ms per update | CPU ms per update |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for model, m in res["models"].items():
+        for row in m["rows"]:
+            c = row["counts"]
+            phases = " | ".join(str(c["ops"].get(ph, 0)) for ph in PHASES)
+            out.append(f"| {model} | {row['name']} | **{c['total_ops']}** | {phases} | {c['total_syncs']} | "
+                       f"{_fmt(row['ms_per_update'])} | {_fmt(row['cpu_ms_per_update'])} |")
+    out += ["", "<details><summary>commands</summary>", ""]
+    for model, m in res["models"].items():
+        for row in m["rows"]:
+            out += [f"- {model}, {row['name']} (counting):", "  ```", f"  {row['count_command']}", "  ```",
+                    "  timing:", "  ```", f"  {row['timing_command']}", "  ```"]
+    return out + ["", "</details>", ""]
+
+
 def render() -> Path:
     lines = ["# Benchmarks", "",
              "Regenerate everything (data, measurements, plots, this page) with `python benchmarks/run_all.py` "
@@ -193,7 +228,8 @@ def render() -> Path:
                               r, "## 3d. Accuracy after three epochs of STS-B, two seeds: stock path vs plugin best")),
                           ("accuracy_variants_cpu", lambda r: accuracy_section(
                               r, "## 3b. Accuracy: plugin path with a finite group window / without grouping "
-                                 "(same budget as section 3)"))):
+                                 "(same budget as section 3)")),
+                          ("host_ops_cpu", host_ops_section)):
         res = _load(name)
         if res is None:
             if name != "throughput_cuda":  # the CPU section says how to measure the GPU column

@@ -1,5 +1,5 @@
 """One command for every benchmark: builds the data, measures throughput, scaling and hook overhead, trains the
-accuracy runs, draws the plots and rewrites docs/benchmarks.md.
+accuracy runs, counts the host work per update, draws the plots and rewrites docs/benchmarks.md.
 
     python benchmarks/run_all.py                  # everything (about an hour on 2 idle cores)
     python benchmarks/run_all.py --only throughput,scaling
@@ -12,13 +12,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_accuracy  # noqa: E402
+import bench_host_overhead  # noqa: E402
 import bench_scaling  # noqa: E402
 import bench_throughput  # noqa: E402
 import glue_data  # noqa: E402
 import padding_stats  # noqa: E402
 import report  # noqa: E402
 
-STEPS = {"throughput": bench_throughput.main, "scaling": bench_scaling.main, "accuracy": bench_accuracy.main}
+STEPS = {"throughput": bench_throughput.main, "scaling": bench_scaling.main, "accuracy": bench_accuracy.main,
+         "host_ops": bench_host_overhead.main}
 
 
 def main(argv=None) -> int:

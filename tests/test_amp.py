@@ -228,3 +228,17 @@ def test_npu_uses_torch_npu_grad_scaler_and_fp16_autocast(npu_stand_in, monkeypa
     monkeypatch.setenv(flags.AMP_DTYPE_ENV, "bfloat16")
     with pytest.raises(RuntimeError, match="--amp-dtype bfloat16: device npu does not support it"):
         flags.amp_dtype()
+
+
+def test_o1_gradient_scaling_is_the_inner_optimizers(tiny_glue):
+    """--amp scales the gradients (1 / sample size) with fused_adamw's multi-tensor op: no detach per gradient."""
+    from op_counting import CountOps
+
+    trainer, _ = make_trainer(make_cfg(tiny_glue, "--amp"))
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+    for i, p in enumerate(params):
+        p.grad = torch.full_like(p, float(i))
+    with CountOps() as ops:
+        trainer.optimizer.multiply_grads(0.5)
+    assert ops.names == {"_foreach_mul_": 1}, ops.names
+    assert all(torch.equal(p.grad, torch.full_like(p, i * 0.5)) for i, p in enumerate(params))

@@ -66,6 +66,10 @@ class DeviceAMPOptimizer(AMPOptimizer):
                 logger.info("AMP: non-finite gradients (bf16, no loss scaling), skipping the step")
         return grad_norm
 
+    def multiply_grads(self, c):
+        # the inner optimizer's (stock: the inherited loop over the same params; fused_adamw: multi-tensor)
+        self.fp32_optimizer.multiply_grads(c)
+
     def step(self):
         if self.loss_scaling:
             self.scaler.step(self.fp32_optimizer)  # skips the update when unscale_ found inf/nan
