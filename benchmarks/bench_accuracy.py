@@ -166,14 +166,17 @@ def main(argv=None) -> int:
         import json
 
         result = json.loads((common.RESULTS / f"{a.out}.json").read_text())
-        print(plot(result, common.REPO / "docs" / "img"))
+        result.setdefault("name", a.out)  # results saved by a run that stopped before its plots
+        result["plots"] = plot(result, common.REPO / "docs" / "img")
+        print(result["plots"])
+        common.save_result(a.out, result)
         return 0
     budget = BUDGETS[a.budget]
     seeds = [int(x) for x in a.seeds.split(",")]
     models, path_list = a.models.split(","), a.paths.split(",")
     tasks = a.tasks.split(",")
-    result = dict(machine=common.machine(), sizes=common.SMALL_SIZES, budget={t: budget[t] for t in tasks},
-                  budget_name=a.budget,
+    result = dict(name=a.out, machine=common.machine(), sizes=common.SMALL_SIZES,
+                  budget={t: budget[t] for t in tasks}, budget_name=a.budget,
                   seeds=seeds, jobs=a.jobs, runs={})
     plan = []
     for task in tasks:
