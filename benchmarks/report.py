@@ -224,6 +224,9 @@ def render() -> Path:
                           ("throughput_cpu_default_threads", lambda r: throughput_section(
                               r, "## 1b. Training throughput, CPU, wall clock at torch's default threads (2)",
                               gpu_note=False)),
+                          ("throughput_cpu_default_threads_quiet", lambda r: throughput_section(
+                              r, "## 1c. Training throughput, CPU, wall clock at torch's default threads (2), "
+                                 "idle machine", gpu_note=False)),
                           ("throughput_cuda", throughput_section), ("scaling_cpu", scaling_section),
                           ("accuracy_cpu", accuracy_section),
                           ("accuracy_epoch_sst2_cpu", lambda r: accuracy_section(

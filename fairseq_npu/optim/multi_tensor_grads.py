@@ -30,7 +30,7 @@ from fairseq import utils
 def _total_norm(grads) -> torch.Tensor:
     get_total_norm = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6
     if get_total_norm is not None:
-        return get_total_norm(grads, 2.0, foreach=True)
+        return get_total_norm(grads, 2.0)  # foreach kernels where the device has them (cpu, cuda), else per tensor
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
 
 
