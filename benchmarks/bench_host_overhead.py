@@ -33,18 +33,24 @@ NARROW_SIZES = {
     "roberta": dict(layers=12, dim=64, ffn=256, heads=4),
     "albert": dict(layers=12, dim=64, ffn=256, heads=4, embedding_dim=128),
 }
-COUNTED_UPDATES = 3  # counts are the same every update once the first has built the optimizer state
+COUNTED_UPDATES = 3
+COMPILED_ROW = "plugin best on CPU + torch.compile of the model"
+COMPILED_WARMUP = 60  # counts are the same every update once the first has built the optimizer state
 
 
 def rows(model: str):
+    """(name, fairseq flags, extra environment, count?, time?) per row."""
     user_dir = ["--user-dir", "fairseq_npu"]
     stock = ["--task", "sentence_prediction", "--optimizer", "adam"]
     plugin = user_dir + ["--task", "sentence_prediction_npu", "--group-by-length", "--optimizer", "fused_adamw"]
     return [
-        ("stock fp32", (user_dir if model == "albert" else []) + stock),
-        ("stock --fp16 recipe", user_dir + stock + common.FP16_FLAGS),
-        ("plugin best on CPU: grouping + fused_adamw + --amp (bf16)", plugin + ["--amp"]),
-        ("plugin: grouping + fused_adamw + --fp16", plugin + common.FP16_FLAGS),
+        ("stock fp32", (user_dir if model == "albert" else []) + stock, {}, True, True),
+        ("stock --fp16 recipe", user_dir + stock + common.FP16_FLAGS, {}, True, False),
+        ("plugin best on CPU: grouping + fused_adamw + --amp (bf16)", plugin + ["--amp"], {}, True, True),
+        ("plugin: grouping + fused_adamw + --fp16", plugin + common.FP16_FLAGS, {}, True, False),
+        # what torch.compile adds to the plugin's best (inductor; counting under a dispatch mode would not see
+        # inside compiled kernels, so this row is timed only)
+        (COMPILED_ROW, plugin + ["--amp"], {"BENCH_COMPILE_MODEL": "1"}, False, True),
     ]
 
 
@@ -69,44 +75,57 @@ def main(argv=None) -> int:
     p.add_argument("--updates", type=int, default=100, help="timed updates (a multiple of 10)")
     p.add_argument("--repeats", type=int, default=2, help="timing runs per row, order reversed on alternate repeats")
     p.add_argument("--out", default="host_ops_cpu")
+    p.add_argument("--only-row", default=None, help="measure this one row and merge it into the saved results")
     a = p.parse_args(argv)
-    env = {"OMP_NUM_THREADS": "1"}
     result = dict(machine=common.machine(), sizes=NARROW_SIZES, batch_size=32, warmup=a.warmup, updates=a.updates,
                   models={})
+    if a.only_row:
+        result = json.loads((common.RESULTS / f"{a.out}.json").read_text())
     for model in a.models.split(","):
         data = glue_data.build(model, "SST-2")
         measured = []
-        for name, flags in rows(model):
-            slug = name.split(":")[0].replace(" ", "_").replace("-", "")
-            cmd = base_command("host_ops_train.py", model, data, COUNTED_UPDATES, 10) + flags
-            log = common.WORK / "host_ops" / model / f"{slug}.count.log"
-            info = common.run_logged(cmd, log, env=env)
-            counts = parse_counts(log.read_text())
-            print(f"{model} | {name}: {counts['total_ops']} operators, {counts['total_syncs']} host reads "
-                  f"per update", flush=True)
-            timing_cmd = base_command("cpu_timed_train.py", model, data, a.warmup + a.updates, 10) + flags
-            timed = "--fp16" not in flags
-            measured.append(dict(name=name, counts=counts, count_command=common.shell_command(cmd, env),
-                                 timing_command=common.shell_command(timing_cmd, env) if timed else None,
-                                 timing_cmd=timing_cmd if timed else None, runs=[],
-                                 count_load=[info["load_before"], info["load_after"]]))
-        timed = [row for row in measured if row["timing_cmd"]]
+        for name, flags, extra_env, count, time in rows(model):
+            if a.only_row and name != a.only_row:
+                continue
+            env = {"OMP_NUM_THREADS": "1", **extra_env}
+            slug = name.split(":")[0].replace(" ", "_").replace("-", "").replace(".", "")
+            row = dict(name=name, counts=None, count_command=None, timing_command=None, runs=[], slug=slug, env=env)
+            if count:
+                cmd = base_command("host_ops_train.py", model, data, COUNTED_UPDATES, 10) + flags
+                log = common.WORK / "host_ops" / model / f"{slug}.count.log"
+                info = common.run_logged(cmd, log, env=env)
+                row.update(counts=parse_counts(log.read_text()), count_command=common.shell_command(cmd, env),
+                           count_load=[info["load_before"], info["load_after"]])
+                print(f"{model} | {name}: {row['counts']['total_ops']} operators, {row['counts']['total_syncs']} "
+                      f"host reads per update", flush=True)
+            if time:
+                # compiling happens in the first updates, and again when dynamo turns the shapes dynamic (the
+                # second distinct batch shape): the compiled row is timed after more warm-up
+                row["warmup"] = max(a.warmup, COMPILED_WARMUP) if "BENCH_COMPILE_MODEL" in env else a.warmup
+                row["timing_cmd"] = base_command("cpu_timed_train.py", model, data, row["warmup"] + a.updates,
+                                                 10) + flags
+                row["timing_command"] = common.shell_command(row["timing_cmd"], env)
+            measured.append(row)
+        timed = [row for row in measured if row.get("timing_cmd")]
         for rep in range(a.repeats):
             for row in (timed if rep % 2 == 0 else timed[::-1]):
-                slug = row["name"].split(":")[0].replace(" ", "_").replace("-", "")
-                log = common.WORK / "host_ops" / model / f"{slug}.time.{rep}.log"
-                info = common.run_logged(row["timing_cmd"], log, env=env)
+                log = common.WORK / "host_ops" / model / f"{row['slug']}.time.{rep}.log"
+                info = common.run_logged(row["timing_cmd"], log, env=row["env"])
                 tp = fairseq_log.throughput(fairseq_log.parse_records(log.read_text()).get("train_inner", []),
-                                            a.warmup)
+                                            row["warmup"])
                 row["runs"].append(dict(ms_per_update=1000.0 / tp.updates_per_s,
                                         cpu_ms_per_update=32 * 1000.0 / tp.samples_per_cpu_s, **info))
                 print(f"{model} | {row['name']}: {row['runs'][-1]['ms_per_update']:.1f} ms per update "
                       f"(load {info['load_before']} -> {info['load_after']})", flush=True)
         for row in measured:
-            row.pop("timing_cmd")
+            for key in ("timing_cmd", "slug", "env"):
+                row.pop(key, None)
             runs = row["runs"]
             row["ms_per_update"] = statistics.median(r["ms_per_update"] for r in runs) if runs else None
             row["cpu_ms_per_update"] = statistics.median(r["cpu_ms_per_update"] for r in runs) if runs else None
+        if a.only_row:
+            kept = [r for r in result["models"][model]["rows"] if r["name"] != a.only_row]
+            measured = kept + measured
         result["models"][model] = dict(rows=measured)
         common.save_result(a.out, result)
     print(common.save_result(a.out, result))

@@ -5,8 +5,12 @@ On a shared machine wall-clock rates swing with other jobs' load; the CPU time a
 (``OMP_NUM_THREADS=1``) trainer spends inside ``Trainer.train_step`` barely does, so samples per CPU-second
 compare stock and plugin runs fairly even when they could not run on an idle machine. Everything else is
 stock ``fairseq-train``: same command-line flags (pass them after the script name).
+
+``BENCH_COMPILE_MODEL=1`` in the environment compiles the model the task builds (``nn.Module.compile()``, torch's
+defaults: inductor, shapes made dynamic at the first recompile), to measure what ``torch.compile`` would bring.
 """
 
+import os
 import sys
 import time
 
@@ -37,6 +41,18 @@ def _timed_train_step(self, samples, raise_oom=False):
 
 trainer.Trainer.train_step = _timed_train_step
 fairseq_task.FairseqTask.optimizer_step = _timed_optimizer_step
+
+if os.environ.get("BENCH_COMPILE_MODEL") == "1":
+    from fairseq.tasks.sentence_prediction import SentencePredictionTask  # noqa: E402 (sentence_prediction_npu's too)
+
+    _build_model = SentencePredictionTask.build_model
+
+    def _compiled_build_model(self, cfg, from_checkpoint=False):
+        model = _build_model(self, cfg, from_checkpoint)
+        model.compile()  # in place: parameter names, and so checkpoints, stay as they are
+        return model
+
+    SentencePredictionTask.build_model = _compiled_build_model
 
 if __name__ == "__main__":
     sys.argv[0] = "fairseq-train"
