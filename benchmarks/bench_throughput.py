@@ -19,8 +19,9 @@ Samples/s are measured over the updates after the warm-up, from fairseq's per-in
 
 ``--device cuda`` is the GPU column: full-size roberta_base / albert_base (``--size base``, its default there), and
 each side at its best on a GPU: stock with fairseq's fp16 recipe (``--fp16``, dynamic loss scaling) and ``adam``;
-the plugin with grouping + ``fused_adamw`` under ``--fp16`` and under ``--amp --amp-dtype bfloat16``; the HF loop in
-fp32 and with grouping + bf16 autocast. ``--print-commands`` lists the rows without running them.
+the plugin with grouping + ``fused_adamw`` under ``--fp16`` and under ``--amp --amp-dtype bfloat16``, and the
+``--fp16`` row again with the model compiled by ``torch.compile``; the HF loop in fp32 and with grouping + bf16
+autocast. ``--print-commands`` lists the rows without running them.
 """
 
 import argparse
@@ -61,6 +62,10 @@ def fairseq_rows(model: str, data: Path, batch_size: int, max_update: int, devic
             ("plugin best: grouping + fused_adamw + fp16", grouped + ["--optimizer", "fused_adamw"] + common.FP16_FLAGS),
             ("plugin: grouping + fused_adamw + bf16 autocast",
              grouped + ["--optimizer", "fused_adamw", "--amp", "--amp-dtype", "bfloat16"]),
+            # torch.compile of the model (cpu_timed_train.py's BENCH_COMPILE_MODEL): slower than eager on the CPU
+            # (docs/benchmarks.md section 4); on a GPU, where the host is the bottleneck, it is the row to watch
+            ("plugin best + torch.compile of the model",
+             ["env", "BENCH_COMPILE_MODEL=1"] + grouped + ["--optimizer", "fused_adamw"] + common.FP16_FLAGS),
         ]
     rows = []
     if model == "roberta":

@@ -69,6 +69,10 @@ def test_gpu_throughput_rows_are_valid_fairseq_command_lines(model):
                                               common.BASE_SIZES, 50))
     parsed = {}
     for name, cmd in rows.items():
+        if cmd[0] == "env":  # env VAR=value ... python script.py ...
+            cmd = cmd[1:]
+            while "=" in cmd[0]:
+                cmd = cmd[1:]
         args = [a if a != "fairseq_npu" else str(Path(fairseq_npu.__file__).parent) for a in cmd[2:]]
         parsed[name] = options.parse_args_and_arch(options.get_training_parser(), args)
     for name, a in parsed.items():
@@ -80,3 +84,6 @@ def test_gpu_throughput_rows_are_valid_fairseq_command_lines(model):
         "sentence_prediction_npu", "fused_adamw", True, True)
     bf16 = parsed["plugin: grouping + fused_adamw + bf16 autocast"]
     assert (bf16.amp, bf16.amp_dtype, bf16.fp16) == (True, "bfloat16", False)
+    compiled = rows["plugin best + torch.compile of the model"]
+    assert compiled[:2] == ["env", "BENCH_COMPILE_MODEL=1"]
+    assert vars(parsed["plugin best + torch.compile of the model"]) == vars(best)  # the same run, compiled
