@@ -33,9 +33,9 @@ NARROW_SIZES = {
     "roberta": dict(layers=12, dim=64, ffn=256, heads=4),
     "albert": dict(layers=12, dim=64, ffn=256, heads=4, embedding_dim=128),
 }
-COUNTED_UPDATES = 3
+COUNTED_UPDATES = 3  # counts are the same every update once the first has built the optimizer state
 COMPILED_ROW = "plugin best on CPU + torch.compile of the model"
-COMPILED_WARMUP = 60  # counts are the same every update once the first has built the optimizer state
+COMPILED_WARMUP = 60  # compilation, and the recompile when dynamo turns the shapes dynamic
 
 
 def rows(model: str):
@@ -99,8 +99,6 @@ def main(argv=None) -> int:
                 print(f"{model} | {name}: {row['counts']['total_ops']} operators, {row['counts']['total_syncs']} "
                       f"host reads per update", flush=True)
             if time:
-                # compiling happens in the first updates, and again when dynamo turns the shapes dynamic (the
-                # second distinct batch shape): the compiled row is timed after more warm-up
                 row["warmup"] = max(a.warmup, COMPILED_WARMUP) if "BENCH_COMPILE_MODEL" in env else a.warmup
                 row["timing_cmd"] = base_command("cpu_timed_train.py", model, data, row["warmup"] + a.updates,
                                                  10) + flags

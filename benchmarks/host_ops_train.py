@@ -12,45 +12,18 @@ model of the real depth. Counting slows the run several times: time with ``cpu_t
 Everything else is stock ``fairseq-train``: same command-line flags (pass them after the script name).
 """
 
-import collections
 import json
 import sys
-import weakref
+from pathlib import Path
 
 from fairseq_cli.train import cli_main  # first: it sets fairseq-train's log format
 
 import torch  # noqa: E402
 from fairseq import trainer  # noqa: E402
 from fairseq.tasks import fairseq_task  # noqa: E402
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
-SYNC_OPS = {"_local_scalar_dense"}  # what .item() / bool() / float() of a tensor dispatch to
-
-
-class _OpCounter(TorchDispatchMode):
-    """Counts every aten operator dispatched under it, by the phase that is current when it runs."""
-
-    def __init__(self):
-        super().__init__()
-        self.phases = ["trainer other"]
-        self.ops = collections.Counter()
-        self.syncs = collections.Counter()
-        self.names = collections.defaultdict(collections.Counter)  # phase -> operator -> count
-        # tensors made from Python values (torch.tensor(...)): reading them back is no device sync on a GPU
-        self.host_made = weakref.WeakSet()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        phase = self.phases[-1]
-        self.ops[phase] += 1
-        name = func.overloadpacket.__name__
-        self.names[phase][name] += 1
-        if name in SYNC_OPS and not (args and args[0] in self.host_made):
-            self.syncs[phase] += 1
-        out = func(*args, **(kwargs or {}))
-        if name == "lift_fresh":
-            self.host_made.add(out)
-        return out
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from op_counter import OpCounter  # noqa: E402
 
 _counter = None
 
@@ -73,12 +46,14 @@ _train_step = trainer.Trainer.train_step
 
 def _counted_train_step(self, samples, raise_oom=False):
     global _counter
-    _counter = _OpCounter()
+    _counter = OpCounter("trainer other")
     with _counter:
         out = _train_step(self, samples, raise_oom)
-    record = dict(update=self.get_num_updates(), ops=dict(_counter.ops), syncs=dict(_counter.syncs),
-                  total_ops=sum(_counter.ops.values()), total_syncs=sum(_counter.syncs.values()),
-                  top={phase: dict(names.most_common(8)) for phase, names in _counter.names.items()})
+    phases = _counter.by_phase.items()
+    record = dict(update=self.get_num_updates(), ops={phase: sum(n.values()) for phase, n in phases},
+                  syncs=dict(_counter.syncs), total_ops=sum(_counter.names.values()),
+                  total_syncs=sum(_counter.syncs.values()),
+                  top={phase: dict(n.most_common(8)) for phase, n in phases})
     _counter = None
     print("host_ops " + json.dumps(record), flush=True)
     return out

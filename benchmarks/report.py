@@ -179,6 +179,7 @@ HOST_OPS_COMMAND = "python benchmarks/bench_host_overhead.py --repeats 3"
 
 def host_ops_section(res) -> list:
     sizes = res["sizes"]["roberta"]
+    repeats = len(res["models"]["roberta"]["rows"][0]["runs"])
     out = ["## 4. Host work per update: operators and host reads, stock vs plugin (roberta_base / albert_base depth)",
            "", f"Machine: {_machine(res['machine'])}.", "",
            f"Models: 12 layers (the base models' depth, so the base models' number of parameter tensors and layer "
@@ -188,7 +189,7 @@ def host_ops_section(res) -> list:
            "independent of the width); each is host work, and most are a kernel launch on a GPU or NPU. 'host "
            "reads' are the tensor values the host reads back (`.item()`, `bool(t)`), each a wait for the device "
            "to drain its queue when the tensor lives there. 'ms per update' is wall time per update of "
-           f"single-threaded runs of the same narrow models (median of {len(res['models']['roberta']['rows'][0]['runs'])} "
+           f"single-threaded runs of the same narrow models (median of {repeats} "
            f"runs of {res['updates']} updates after {res['warmup']}): host work is a large share of it, not all (the "
            "arithmetic of about 400 tokens through 12 layers and the passes over the 50,265-row embedding's gradient "
            "remain). The `--fp16` rows are counted only: this CPU has no fp16 arithmetic units, so their time would "

@@ -480,8 +480,9 @@ HOOKS: List[Hook] = [
          _apex_amp("install_build_optimizer")),
     Hook("fairseq.optim.fairseq_optimizer.FairseqOptimizer.backward", "--use-apex: the backward pass through "
          "amp.scale_loss(loss, optimizer)", "stock calls loss.backward(), unscaled", _apex_amp("install_backward")),
-    Hook("fairseq.optim.fairseq_optimizer.FairseqOptimizer.clip_grad_norm", "--use-apex (here and in fused_adamw's override): a step apex skips for "
-         "overflow raises fairseq's OverflowError (no update, 'overflows' logged); logs apex's loss_scale",
+    Hook("fairseq.optim.fairseq_optimizer.FairseqOptimizer.clip_grad_norm", "--use-apex (here and in "
+         "fused_adamw's override): a step apex skips for overflow raises fairseq's OverflowError (no update, "
+         "'overflows' logged); logs apex's loss_scale",
          "otherwise fairseq counts the skipped step as an update, or stops on the inf grad norm",
          _apex_amp("install_overflow_skip")),
     Hook("fairseq.optim.fairseq_optimizer.FairseqOptimizer.state_dict", "--use-apex: adds apex.amp.state_dict() "

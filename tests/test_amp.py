@@ -232,13 +232,12 @@ def test_npu_uses_torch_npu_grad_scaler_and_fp16_autocast(npu_stand_in, monkeypa
 
 def test_o1_gradient_scaling_is_the_inner_optimizers(tiny_glue):
     """--amp scales the gradients (1 / sample size) with fused_adamw's multi-tensor op: no detach per gradient."""
-    from op_counting import CountOps
-
+    
     trainer, _ = make_trainer(make_cfg(tiny_glue, "--amp"))
     params = [p for p in trainer.model.parameters() if p.requires_grad]
     for i, p in enumerate(params):
         p.grad = torch.full_like(p, float(i))
-    with CountOps() as ops:
+    with OpCounter() as ops:
         trainer.optimizer.multiply_grads(0.5)
     assert ops.names == {"_foreach_mul_": 1}, ops.names
     assert all(torch.equal(p.grad, torch.full_like(p, i * 0.5)) for i, p in enumerate(params))

@@ -1,12 +1,9 @@
 """The benchmarks' reading of fairseq json logs: records, timestamps and samples/s after warm-up."""
 
-import sys
 from pathlib import Path
 
+import fairseq_log  # benchmarks/, on the path from conftest.py
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-import fairseq_log  # noqa: E402
 
 LOG = """\
 $ fairseq-train ...

@@ -10,14 +10,12 @@ import fairseq_npu  # noqa: F401  (registers fused_adamw, installs the hooks)
 from fairseq import optim
 from fairseq.optim.adam import FairseqAdam
 from fairseq_npu import device
-from op_counting import CountOps
 from fairseq_npu.optim.fused_adamw import FairseqFusedAdamW, choose_impl
+from op_counter import OpCounter
 
 SHAPES = [(64, 32), (32,), (128, 64), (7,), (3, 5, 4)]
 STEPS = 100
 TOL = 1e-6
-
-
 
 
 @pytest.fixture(autouse=True)
@@ -185,14 +183,14 @@ def test_fp16_master_syncs_are_multi_tensor_copies_with_stocks_result():
     wrapped["ours"]._sync_fp16_grads_to_fp32()
     assert torch.equal(wrapped["stock"].fp32_params[None].grad, wrapped["ours"].fp32_params[None].grad)
     wrapped["ours"]._needs_sync = True
-    with CountOps() as ops:  # the views of the flat buffer were built by the first call
+    with OpCounter() as ops:  # the views of the flat buffer were built by the first call
         wrapped["ours"]._sync_fp16_grads_to_fp32()
     assert ops.names == {"_foreach_copy_": 1, "_foreach_zero_": 1}, ops.names
     for w in wrapped.values():  # an update of the master copy, then back to the fp16 weights
         w.fp32_params[None].data.add_(torch.linspace(-1, 1, w.fp32_params[None].numel()))
     stock_params(wrapped["stock"])
     wrapped["ours"]._sync_fp32_params_to_fp16()
-    with CountOps() as ops:
+    with OpCounter() as ops:
         wrapped["ours"]._sync_fp32_params_to_fp16()
     assert ops.names == {"_foreach_copy_": 1}, ops.names
     assert all(torch.equal(a, b) for a, b in zip(wrapped["stock"].fp16_params, wrapped["ours"].fp16_params))
@@ -205,6 +203,6 @@ def test_stock_adam_keeps_stocks_fp16_master_syncs():
     for p, g in zip(params, gradients(0, torch.float16)):
         p.grad = g
     wrapped._needs_sync = True
-    with CountOps() as ops:
+    with OpCounter() as ops:
         wrapped._sync_fp16_grads_to_fp32()
     assert ops.names["copy_"] == len(SHAPES)  # tensor by tensor, as stock does

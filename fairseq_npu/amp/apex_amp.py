@@ -232,7 +232,8 @@ def install_backward():
 
 
 def install_overflow_skip():
-    """FairseqOptimizer.clip_grad_norm (and fused_adamw's own): a step apex skips becomes fairseq's OverflowError (no update counted)."""
+    """FairseqOptimizer.clip_grad_norm (and fused_adamw's own): a step apex skips becomes fairseq's OverflowError
+    (no update counted)."""
     from fairseq.logging import metrics
     from fairseq.optim.fairseq_optimizer import FairseqOptimizer
 
