@@ -16,6 +16,7 @@ from fairseq.trainer import Trainer
 from fairseq_npu import device
 from fairseq_npu.amp import flags
 from fairseq_npu.amp.amp_optimizer import SCALER_KEY, DeviceAMPOptimizer
+from op_counter import OpCounter
 from fairseq_npu.amp.autocast import autocast_dtype_for
 
 USER_DIR = os.path.dirname(fairseq_npu.__file__)
@@ -232,7 +233,6 @@ def test_npu_uses_torch_npu_grad_scaler_and_fp16_autocast(npu_stand_in, monkeypa
 
 def test_o1_gradient_scaling_is_the_inner_optimizers(tiny_glue):
     """--amp scales the gradients (1 / sample size) with fused_adamw's multi-tensor op: no detach per gradient."""
-    
     trainer, _ = make_trainer(make_cfg(tiny_glue, "--amp"))
     params = [p for p in trainer.model.parameters() if p.requires_grad]
     for i, p in enumerate(params):
