@@ -9,6 +9,7 @@ import pytest
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
+from fairseq_npu import glue_tasks
 from fairseq_npu.metrics import glue
 
 
@@ -46,19 +47,19 @@ def test_correlation_metrics_equal_scipy():
 
 
 def test_glue_task_names_and_scores():
-    assert glue.infer_glue_task("/x/SST-2-bin/").name == "SST-2"
-    assert glue.infer_glue_task("glue/sts_b").name == "STS-B"
-    assert glue.infer_glue_task("MNLI-bin").name == "MNLI"
-    assert glue.infer_glue_task("data/my-task") is None
-    assert glue.glue_task_by_name("cola").name == "CoLA"
+    assert glue_tasks.infer_glue_task("/x/SST-2-bin/").name == "SST-2"
+    assert glue_tasks.infer_glue_task("glue/sts_b").name == "STS-B"
+    assert glue_tasks.infer_glue_task("MNLI-bin").name == "MNLI"
+    assert glue_tasks.infer_glue_task("data/my-task") is None
+    assert glue_tasks.glue_task("cola").name == "CoLA"
     with pytest.raises(ValueError, match="unknown GLUE task 'SST3'; expected one of: CoLA, SST-2"):
-        glue.glue_task_by_name("SST3")
-    mrpc = glue.GLUE_TASKS["MRPC"]
+        glue_tasks.glue_task("SST3")
+    mrpc = glue_tasks.GLUE_TASKS["MRPC"]
     assert glue.glue_score(mrpc, {"accuracy": 80.0, "f1": 90.0, "mcc": 1.0}, False) == 85.0
     assert glue.glue_score(None, {"accuracy": 80.0}, False) == 80.0
-    assert glue.GLUE_TASKS["MNLI"].submission_file("test1") == "MNLI-mm.tsv"
-    assert glue.GLUE_TASKS["SST-2"].submission_file("test") == "SST-2.tsv"
-    assert glue.GLUE_TASKS["SST-2"].submission_file("valid") == "SST-2.valid.tsv"
+    assert glue_tasks.GLUE_TASKS["MNLI"].submission_file("test1") == "MNLI-mm.tsv"
+    assert glue_tasks.GLUE_TASKS["SST-2"].submission_file("test") == "SST-2.tsv"
+    assert glue_tasks.GLUE_TASKS["SST-2"].submission_file("valid") == "SST-2.valid.tsv"
 
 
 # ----------------------------------------------------------------------------------------------------------------

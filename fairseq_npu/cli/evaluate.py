@@ -10,10 +10,11 @@ Prints one ``name value`` line per metric (percentages) and, last, ``glue <value
 import argparse
 import json
 import sys
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 
+from fairseq_npu import glue_tasks
 from fairseq_npu.cli.inference import Predictor, add_common_args, quiet_logs
 from fairseq_npu.metrics import glue as glue_metrics
 
@@ -23,13 +24,6 @@ def get_parser() -> argparse.ArgumentParser:
     add_common_args(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
     return parser
-
-
-def positive_class(label_dictionary, num_classes: int) -> Optional[int]:
-    """Class index of label "1" in a binary task (GLUE's positive class for F1), else None."""
-    if num_classes != 2 or "1" not in label_dictionary.indices:
-        return None
-    return label_dictionary.index("1") - label_dictionary.nspecial
 
 
 def evaluate(predictor: Predictor, split: str) -> Dict[str, object]:
@@ -53,7 +47,7 @@ def evaluate(predictor: Predictor, split: str) -> Dict[str, object]:
     if predictor.regression:
         values = glue_metrics.correlation_metrics(p, t)
     else:
-        pos = positive_class(predictor.task.label_dictionary, num_classes)
+        pos = glue_tasks.positive_class(predictor.task.label_dictionary, num_classes)
         values = glue_metrics.classification_metrics(glue_metrics.confusion_counts(p, t, num_classes), pos)
     task = predictor.glue_task
     result: Dict[str, object] = {

@@ -52,8 +52,7 @@ class Predictor:
         import fairseq_npu  # noqa: F401  (registers tasks/models and installs the device hooks)
         from fairseq import checkpoint_utils
 
-        from fairseq_npu import device
-        from fairseq_npu.metrics import glue as glue_metrics
+        from fairseq_npu import device, glue_tasks
 
         if not os.path.isfile(args.path):
             raise FileNotFoundError(f"--path: no checkpoint at {args.path}")
@@ -71,7 +70,7 @@ class Predictor:
         if not hasattr(self.model, "classification_heads") or self.head not in self.model.classification_heads:
             raise ValueError(f"--path {args.path}: the model has no classification head named {self.head!r}")
         self.glue_task = (
-            glue_metrics.glue_task_by_name(args.glue_task) if args.glue_task else glue_metrics.infer_glue_task(args.data)
+            glue_tasks.glue_task(args.glue_task) if args.glue_task else glue_tasks.infer_glue_task(args.data)
         )
         self.device = self.backend.device() if self.backend.type != "cpu" else torch.device("cpu")
         self.model.to(self.device).eval()

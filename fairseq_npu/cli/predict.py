@@ -17,8 +17,6 @@ from typing import Dict
 
 from fairseq_npu.cli.inference import Predictor, add_common_args, quiet_logs
 
-STSB_SCALE = 5.0  # fairseq's GLUE preprocessing divides STS-B similarity scores by 5
-
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fairseq-npu-predict", description=__doc__.split("\n\n")[0])
@@ -74,7 +72,7 @@ def cli_main(argv=None) -> int:
             raise ValueError(f"cannot tell the GLUE task of {args.data}: give --glue-task or --output-file")
         scale = args.regression_scale
         if scale is None:
-            scale = STSB_SCALE if task is not None and task.name == "STS-B" else 1.0
+            scale = task.label_scale if task is not None else 1.0  # STS-B: scores were divided by 5
         rows = predictions(predictor, split, scale)
         expected = predictor.num_sentences(split)
         missing = sorted(set(range(expected)) - set(rows))

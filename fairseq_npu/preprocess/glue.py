@@ -34,7 +34,7 @@ from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq_npu import albert_vocab
 from fairseq_npu.preprocess import albert_spm, gpt2_bpe
 from fairseq_npu.preprocess.binarize import build_label_dictionary, encode_labels, write_dataset
-from fairseq_npu.preprocess.glue_layouts import ALL_TASKS, GLUE_TASKS, TaskLayout, task_layout
+from fairseq_npu.glue_tasks import ALL_TASKS, GLUE_TASKS, GlueTask, glue_task
 from fairseq_npu.preprocess.tsv_reader import GlueInputError, SplitRows, read_split, stsb_target
 
 logger = logging.getLogger("fairseq_npu.preprocess.glue")
@@ -140,7 +140,7 @@ def _albert_vocabulary(model_path: Path, workdir: Path, workers) -> _Vocabulary:
 # one task
 
 
-def _task_dir(glue_dir, layout: TaskLayout, task_dir) -> Path:
+def _task_dir(glue_dir, layout: GlueTask, task_dir) -> Path:
     return Path(task_dir) if task_dir else Path(glue_dir) / layout.folder
 
 
@@ -191,7 +191,7 @@ def preprocess_task(
     bad input, leaving ``dest`` as it was.
     """
     started = time.time()
-    layout = task_layout(task)
+    layout = glue_task(task)
     source = _task_dir(glue_dir, layout, task_dir)
     if model not in ("roberta", "albert"):
         raise GlueInputError(f"--model must be roberta or albert, not {model!r}")
@@ -306,7 +306,7 @@ def _build(layout, source, out, dest, model, vocab_dir, workers, spm_model, trai
         f.write("\n")
 
 
-def _report(layout: TaskLayout, rows: SplitRows) -> None:
+def _report(layout: GlueTask, rows: SplitRows) -> None:
     logger.info("%s %s -> %s: %d rows", layout.name, rows.layout.tsv, rows.layout.output, len(rows))
     if rows.dropped_malformed:
         logger.info("%s %s: dropped %d rows without %d fields (fairseq's QQP rule)", layout.name, rows.layout.tsv,
@@ -329,7 +329,7 @@ def expand_tasks(tasks: str, glue_dir=None) -> List[str]:
                                  f"{', '.join(GLUE_TASKS[n].folder for n in ALL_TASKS)})")
         return names
     try:
-        return [task_layout(t).name for t in tasks.split(",") if t.strip()]
+        return [glue_task(t).name for t in tasks.split(",") if t.strip()]
     except ValueError as err:
         raise GlueInputError(f"TASK: {err}") from None
 

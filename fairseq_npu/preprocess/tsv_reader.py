@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from fairseq_npu.preprocess.glue_layouts import SplitLayout, TaskLayout
+from fairseq_npu.glue_tasks import STSB_SCALE, GlueTask, Split
 
 # a plain decimal number, as awk reads it (Python's float() would also take "1_0", "inf", "nan")
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
-STSB_MAX_SCORE = 5.0
 
 
 class GlueInputError(ValueError):
@@ -28,7 +27,7 @@ class GlueInputError(ValueError):
 @dataclass
 class SplitRows:
     path: Path
-    layout: SplitLayout
+    layout: Split
     sentences: List[List[str]]  # one list per input column, one normalised sentence per kept row
     labels: Optional[List[str]]  # label text per kept row (labelled splits only)
     line_numbers: List[int]  # 1-based line in ``path`` of each kept row
@@ -83,8 +82,8 @@ def _without_final_newline(lines):
 
 def read_split(
     path: Path,
-    layout: SplitLayout,
-    task: TaskLayout,
+    layout: Split,
+    task: GlueTask,
     normalize: Callable[[str], str] = str.strip,
     skip_bad_rows: bool = False,
 ) -> SplitRows:
@@ -154,9 +153,9 @@ def read_split(
                         f"({task.name} labels: {', '.join(task.labels)})")
                     continue
             elif task.regression:
-                if not _NUMBER.fullmatch(label) or not 0.0 <= float(label) <= STSB_MAX_SCORE:
+                if not _NUMBER.fullmatch(label) or not 0.0 <= float(label) <= STSB_SCALE:
                     bad(lineno, "unknown label",
-                        f"label {label!r} in column {label_index + 1} is not a score in [0, {STSB_MAX_SCORE:g}]")
+                        f"label {label!r} in column {label_index + 1} is not a score in [0, {STSB_SCALE:g}]")
                     continue
             out_labels.append(label)
         for out, s in zip(out_sentences, sentences):
@@ -167,5 +166,5 @@ def read_split(
 
 def stsb_target(score: str) -> str:
     """STS-B label line: score / 5 printed as awk's ``print $1 / 5.0`` does (integers bare, else %.6g)."""
-    value = float(score) / STSB_MAX_SCORE
+    value = float(score) / STSB_SCALE
     return str(int(value)) if value == int(value) else "%.6g" % value

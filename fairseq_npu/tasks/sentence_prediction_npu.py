@@ -29,6 +29,7 @@ from fairseq.tasks import register_task
 from fairseq.tasks.sentence_prediction import SentencePredictionConfig, SentencePredictionTask
 from omegaconf import II
 
+from fairseq_npu import glue_tasks
 from fairseq_npu.amp import autocast_for
 from fairseq_npu.data import BucketPadDataset, LengthGroupedDataset, PadBuckets
 from fairseq_npu.metrics import glue as glue_metrics
@@ -94,24 +95,17 @@ class SentencePredictionNpuTask(SentencePredictionTask):
             raise ValueError("static padded shapes (--pad-length/--pad-buckets/--pad-to-multiple) do not support "
                              "--d2v2-multi")
         if cfg.glue_task:
-            self.glue_task = glue_metrics.glue_task_by_name(cfg.glue_task)
+            self.glue_task = glue_tasks.glue_task(cfg.glue_task)
         else:
-            self.glue_task = glue_metrics.infer_glue_task(str(cfg.data).split(os.pathsep)[0])
-        self.positive_class = self._positive_class()
+            self.glue_task = glue_tasks.infer_glue_task(str(cfg.data).split(os.pathsep)[0])
+        self.positive_class = (
+            None if cfg.regression_target else glue_tasks.positive_class(self.label_dictionary, cfg.num_classes)
+        )
         self._optimizer = None  # the last optimizer train_step saw: validation autocasts like training
         logger.info(
             f"GLUE task: {self.glue_task.name if self.glue_task else 'unknown'}; 'glue' = "
             f"{glue_metrics.official_metric_name(self.glue_task, cfg.regression_target)}; padding: {self.buckets}"
         )
-
-    def _positive_class(self) -> Optional[int]:
-        """Class index of label "1" in a binary task (the positive class of GLUE's F1), else None."""
-        if self.cfg.regression_target or self.cfg.num_classes != 2:
-            return None
-        d = self.label_dictionary
-        if "1" not in d.indices:
-            return None
-        return d.index("1") - d.nspecial
 
     @property
     def gathers_predictions(self) -> bool:
