@@ -43,7 +43,8 @@ setup(
         # transformers is the parity reference in tests and reads Hugging Face configs in the converter
         "test": ["pytest>=7", "transformers>=4.40"],
         "convert": ["transformers>=4.40"],
-        "bench": ["matplotlib", "transformers>=4.40"],
+        # accelerate: what transformers.Trainer needs (the Hugging Face column of the benchmarks)
+        "bench": ["matplotlib", "transformers>=4.40", "accelerate>=1.0"],
     },
     entry_points={
         "console_scripts": [

@@ -20,10 +20,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-import fairseq_log  # noqa: E402
-import glue_data  # noqa: E402
+from benchmarks import common, fairseq_log, glue_data
 
 # per budget and task: batch size (README.glue.md), peak lr, updates, validation interval
 BUDGETS = {

@@ -5,7 +5,7 @@ Trains the same small RoBERTa from scratch twice with the same seed and flags, o
 ``--npu-flags``), side by side (two processes), and reports per run: padding share of the token positions (computed from the batches each
 task builds in an epoch, so the stock run is measured too), dev accuracy after each epoch, and training time.
 
-    python benchmarks/bench_grouping.py [--layers 2] [--dim 128] [--epochs 1] [--out work_dirs/bench_grouping]
+    python -m benchmarks.bench_grouping [--layers 2] [--dim 128] [--epochs 1] [--out work_dirs/bench_grouping]
 
 Data: GPT-2-BPE-binarized SST-2 from /work/shared/data, built and cached by benchmarks/glue_data.py.
 """
@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+from benchmarks import fairseq_log, glue_data
+from benchmarks.common import REPO as ROOT
 
 
 def train_args(data: Path, task: str, a, save_dir: Path, extra=()):
@@ -72,12 +72,8 @@ def finish(task, extra, proc, cmd, log, started):
     if proc.wait() != 0:
         raise RuntimeError(f"{task} run failed, see {log}")
     wall = time.time() - started
-    valid, train = [], []
-    for line in log.read_text().splitlines():
-        if "| valid |" in line:
-            valid.append(json.loads(line.split("| valid | ", 1)[1]))
-        elif "| train |" in line:
-            train.append(json.loads(line.split("| train | ", 1)[1]))
+    records = fairseq_log.parse_records(log.read_text())
+    valid, train = records.get("valid", []), records.get("train", [])
     return {
         "task": task, "flags": list(extra), "wall_s": round(wall, 1),
         "dev_accuracy_per_epoch": [float(v["valid_accuracy"]) for v in valid],
@@ -98,9 +94,6 @@ def main(argv=None) -> int:
     p.add_argument("--padding-only", action="store_true", help="measure the padding ratios only, no training")
     p.add_argument("--out", type=Path, default=ROOT / "work_dirs" / "bench_grouping")
     a = p.parse_args(argv)
-
-    sys.path.insert(0, str(HERE))
-    import glue_data
 
     data = glue_data.build("roberta", "SST-2")
     a.out.mkdir(parents=True, exist_ok=True)

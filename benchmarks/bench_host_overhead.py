@@ -4,7 +4,7 @@ arithmetic to matter.
 
 Why: at batch 32 of SST-2 sentences (13 tokens on average) a GPU or NPU finishes roberta_base's arithmetic in a
 few milliseconds, so the update rate is set by how many operators the host has to launch and how often it has to
-stop and wait for the device (REFERENCE.md: short GLUE batches are launch/host-bound). Both are properties of
+stop and wait for the device: short GLUE batches are launch/host-bound. Both are properties of
 the code path, not of the device or the hidden size: they are counted here on the CPU (``host_ops_train.py``)
 with the real depth (12 layers, so the real number of parameter tensors and layer calls) at width 64. The timing
 runs (``cpu_timed_train.py``, single-threaded) use the same narrow models, so host work is a large share of
@@ -23,10 +23,7 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-import fairseq_log  # noqa: E402
-import glue_data  # noqa: E402
+from benchmarks import common, fairseq_log, glue_data
 
 # roberta_base / albert_base depth and tensor count, width 64 (ALBERT keeps its 128-dim embedding)
 NARROW_SIZES = {
@@ -40,9 +37,8 @@ COMPILED_WARMUP = 60  # compilation, and the recompile when dynamo turns the sha
 
 def rows(model: str):
     """(name, fairseq flags, extra environment, count?, time?) per row."""
-    user_dir = ["--user-dir", "fairseq_npu"]
-    stock = ["--task", "sentence_prediction", "--optimizer", "adam"]
-    plugin = user_dir + ["--task", "sentence_prediction_npu", "--group-by-length", "--optimizer", "fused_adamw"]
+    user_dir, stock = common.USER_DIR, common.STOCK_TASK
+    plugin = user_dir + common.GROUPED_TASK + ["--optimizer", "fused_adamw"]
     return [
         ("stock fp32", (user_dir if model == "albert" else []) + stock, {}, True, True),
         ("stock --fp16 recipe", user_dir + stock + common.FP16_FLAGS, {}, True, False),
@@ -54,11 +50,11 @@ def rows(model: str):
     ]
 
 
-def base_command(script: str, model: str, data: Path, max_update: int, log_interval: int):
-    return [sys.executable, str(common.REPO / "benchmarks" / script), str(data),
-            *common.common_train_flags(32, 1e-4, 2000, 100), *common.model_flags(model, NARROW_SIZES),
-            *common.task_flags("SST-2"), "--max-update", str(max_update), "--log-interval", str(log_interval),
-            "--no-save", "--disable-validation"]
+def base_command(module: str, model: str, data: Path, max_update: int, log_interval: int):
+    return common.module_command(
+        module, str(data), *common.common_train_flags(32, 1e-4, 2000, 100), *common.model_flags(model, NARROW_SIZES),
+        *common.task_flags("SST-2"), "--max-update", str(max_update), "--log-interval", str(log_interval),
+        "--no-save", "--disable-validation")
 
 
 def parse_counts(text: str) -> dict:
@@ -91,7 +87,7 @@ def main(argv=None) -> int:
             slug = name.split(":")[0].replace(" ", "_").replace("-", "").replace(".", "")
             row = dict(name=name, counts=None, count_command=None, timing_command=None, runs=[], slug=slug, env=env)
             if count:
-                cmd = base_command("host_ops_train.py", model, data, COUNTED_UPDATES, 10) + flags
+                cmd = base_command("host_ops_train", model, data, COUNTED_UPDATES, 10) + flags
                 log = common.WORK / "host_ops" / model / f"{slug}.count.log"
                 info = common.run_logged(cmd, log, env=env)
                 row.update(counts=parse_counts(log.read_text()), count_command=common.shell_command(cmd, env),
@@ -100,7 +96,7 @@ def main(argv=None) -> int:
                       f"host reads per update", flush=True)
             if time:
                 row["warmup"] = max(a.warmup, COMPILED_WARMUP) if "BENCH_COMPILE_MODEL" in env else a.warmup
-                row["timing_cmd"] = base_command("cpu_timed_train.py", model, data, row["warmup"] + a.updates,
+                row["timing_cmd"] = base_command("cpu_timed_train", model, data, row["warmup"] + a.updates,
                                                  10) + flags
                 row["timing_command"] = common.shell_command(row["timing_cmd"], env)
             measured.append(row)

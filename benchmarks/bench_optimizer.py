@@ -3,7 +3,7 @@
 Both run in one process on the same parameters and gradients (fp32), after warm-up steps; the figure is the
 median wall time of one ``optimizer.step()`` (device synchronised). Usage:
 
-    python benchmarks/bench_optimizer.py [--device cpu|cuda|npu] [--steps 10] [--warmup 3] [--threads N]
+    python -m benchmarks.bench_optimizer [--device cpu|cuda|npu] [--steps 10] [--warmup 3] [--threads N]
 
 Prints one line per optimizer and the speed-up of each fused_adamw kernel over stock adam.
 """

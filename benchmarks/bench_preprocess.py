@@ -9,8 +9,8 @@ Cases: ``sst2`` (the real SST-2: train, dev, test) and ``large`` (an MNLI-layout
 pairs built from SST-2 sentences, plus small dev/test splits). ``--write-stock-hashes FILE`` also records the
 sha256 of every stock output file of the five real parity tasks (the fixture of tests/test_preprocess_stock_parity.py).
 
-    python benchmarks/bench_preprocess.py --workers 2                      # both cases
-    python benchmarks/bench_preprocess.py --cases sst2 --repeat 3
+    python -m benchmarks.bench_preprocess --workers 2                      # both cases
+    python -m benchmarks.bench_preprocess --cases sst2 --repeat 3
 """
 
 import argparse
@@ -27,8 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("FAIRSEQ_NPU_SHARED_DATA", REPO.parent / "shared" / "data"))
+from benchmarks.common import REPO, SHARED_DATA as SHARED
+
 PARITY_TASKS = ("SST-2", "STS-B", "RTE", "MRPC", "CoLA")
 MNLI_LABELS = ("entailment", "neutral", "contradiction")
 

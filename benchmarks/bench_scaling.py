@@ -20,24 +20,22 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-import fairseq_log  # noqa: E402
-import glue_data  # noqa: E402
+from benchmarks import common, fairseq_log, glue_data
 
 LOG_INTERVAL = 10
 
 
 def train_cmd(data: Path, batch_size: int, max_update: int, plugin_best: bool, user_dir: bool, extra=()):
-    cmd = [sys.executable, str(common.REPO / "benchmarks" / "cpu_timed_train.py"), str(data), *common.common_train_flags(batch_size, 1e-4, 2000, 100),
-           *common.model_flags("roberta"), *common.task_flags("SST-2"),
-           "--max-update", str(max_update), "--log-interval", str(LOG_INTERVAL), "--no-save", "--disable-validation"]
+    cmd = common.module_command(
+        "cpu_timed_train", str(data), *common.common_train_flags(batch_size, 1e-4, 2000, 100),
+        *common.model_flags("roberta"), *common.task_flags("SST-2"),
+        "--max-update", str(max_update), "--log-interval", str(LOG_INTERVAL), "--no-save", "--disable-validation")
     if user_dir:
-        cmd += ["--user-dir", "fairseq_npu"]
+        cmd += common.USER_DIR
     if plugin_best:
-        cmd += ["--task", "sentence_prediction_npu", "--group-by-length", "--optimizer", "fused_adamw", "--amp"]
+        cmd += common.GROUPED_TASK + ["--optimizer", "fused_adamw", "--amp"]
     else:
-        cmd += ["--task", "sentence_prediction", "--optimizer", "adam"]
+        cmd += common.STOCK_TASK
     return cmd + list(extra)
 
 

@@ -13,15 +13,16 @@ Rows per model (same model size, batch size, data, seed and learning-rate schedu
 - ``plugin best, glibc's default allocator`` (roberta): the same with ``FAIRSEQ_NPU_CPU_MALLOC=system``: what the
   plugin's cpu allocator setting (fairseq_npu/cpu_allocator.py) adds. Rows meant to show stock behaviour while loading the
   plugin (ALBERT's stock row, ``plugin, stock flags``) run with it too.
-- ``HF loop`` / ``HF loop + grouping + bf16``: ``hf_loop.py``.
+- ``HF Trainer, defaults`` / ``HF Trainer best``: ``transformers.Trainer`` (``benchmarks/hf_trainer.py``) at its
+  default sampler, optimizer and fp32, and at its best settings (length-grouped sampler, fused AdamW, the device's
+  faster precision).
 
 Samples/s are measured over the updates after the warm-up, from fairseq's per-interval ``ups`` x ``bsz``.
 
 ``--device cuda`` is the GPU column: full-size roberta_base / albert_base (``--size base``, its default there), and
 each side at its best on a GPU: stock with fairseq's fp16 recipe (``--fp16``, dynamic loss scaling) and ``adam``;
 the plugin with grouping + ``fused_adamw`` under ``--fp16`` and under ``--amp --amp-dtype bfloat16``, and the
-``--fp16`` row again with the model compiled by ``torch.compile``; the HF loop in fp32 and with grouping + bf16
-autocast. ``--print-commands`` lists the rows without running them.
+``--fp16`` row again with the model compiled by ``torch.compile``; the HF Trainer at its defaults and its best. ``--print-commands`` lists the rows without running them.
 """
 
 import argparse
@@ -29,32 +30,28 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-import fairseq_log  # noqa: E402
-import glue_data  # noqa: E402
+from benchmarks import common, fairseq_log, glue_data
 
 LOG_INTERVAL = 10
 KEY_ROWS = {
-    "roberta": ("stock", "+ length grouping", "plugin best: grouping + fused_adamw + bf16", "HF loop",
-                "HF loop + grouping + bf16", "plugin: fused_adamw + bf16, no grouping",
+    "roberta": ("stock", "+ length grouping", "plugin best: grouping + fused_adamw + bf16", "HF Trainer, defaults",
+                "HF Trainer best", "plugin: fused_adamw + bf16, no grouping",
                 "plugin best, glibc's default allocator"),
-    "albert": ("stock", "plugin best: grouping + fused_adamw + bf16", "HF loop", "plugin: fused_adamw + bf16, no grouping"),
+    "albert": ("stock", "plugin best: grouping + fused_adamw + bf16", "HF Trainer best",
+               "plugin: fused_adamw + bf16, no grouping"),
 }
 
 
 def fairseq_rows(model: str, data: Path, batch_size: int, max_update: int, device: str = "cpu", sizes=None,
                  log_interval: int = LOG_INTERVAL):
-    base = [sys.executable, str(common.REPO / "benchmarks" / "cpu_timed_train.py"), str(data),
-            *common.common_train_flags(batch_size, 1e-4, 2000, 100, cpu=device == "cpu"),
-            *common.model_flags(model, sizes), *common.task_flags("SST-2"),
-            "--max-update", str(max_update), "--log-interval", str(log_interval),
-            "--no-save", "--disable-validation"]
-    user_dir = ["--user-dir", "fairseq_npu"]
-    stock = ["--task", "sentence_prediction", "--optimizer", "adam"]
+    base = common.module_command(
+        "cpu_timed_train", str(data), *common.common_train_flags(batch_size, 1e-4, 2000, 100, cpu=device == "cpu"),
+        *common.model_flags(model, sizes), *common.task_flags("SST-2"),
+        "--max-update", str(max_update), "--log-interval", str(log_interval), "--no-save", "--disable-validation")
+    user_dir, stock = common.USER_DIR, common.STOCK_TASK
     glibc_default = ["env", "FAIRSEQ_NPU_CPU_MALLOC=system"]  # loads the plugin, keeps stock's allocator behaviour
+    grouped = base + user_dir + common.GROUPED_TASK
     if device == "cuda":
-        grouped = base + user_dir + ["--task", "sentence_prediction_npu", "--group-by-length"]
         return [
             ("stock", base + (user_dir if model == "albert" else []) + stock + common.FP16_FLAGS),
             ("plugin: fused_adamw + fp16, no grouping",
@@ -73,7 +70,6 @@ def fairseq_rows(model: str, data: Path, batch_size: int, max_update: int, devic
         rows.append(("plugin, stock flags", glibc_default + base + user_dir + stock))
     else:
         rows.append(("stock", glibc_default + base + user_dir + stock))
-    grouped = base + user_dir + ["--task", "sentence_prediction_npu", "--group-by-length"]
     rows.append(("plugin: fused_adamw + bf16, no grouping",
                  base + user_dir + ["--task", "sentence_prediction_npu", "--optimizer", "fused_adamw", "--amp"]))
     rows.append(("+ length grouping", grouped + ["--optimizer", "adam"]))
@@ -87,27 +83,28 @@ def fairseq_rows(model: str, data: Path, batch_size: int, max_update: int, devic
 
 def hf_rows(model: str, data: Path, batch_size: int, warmup: int, updates: int, device: str = "cpu",
             size: str = "reduced"):
-    base = [sys.executable, str(common.REPO / "benchmarks" / "hf_loop.py"), "--model", model, "--data", str(data),
-            "--batch-size", str(batch_size), "--warmup", str(warmup), "--updates", str(updates)]
-    if device != "cpu" or size != "reduced":
-        base += ["--device", device, "--size", size]
-    return [("HF loop", base), ("HF loop + grouping + bf16", base + ["--group-by-length", "--bf16"])]
+    """The Hugging Face Trainer at its defaults and at its best settings (benchmarks/hf_trainer.py)."""
+    base = common.module_command("hf_trainer", "--model", model, "--data", str(data), "--batch-size", str(batch_size),
+                                 "--warmup", str(warmup), "--updates", str(updates), "--device", device, "--size", size)
+    return [("HF Trainer, defaults", base + ["--settings", "default", "--precision", "fp32"]),
+            ("HF Trainer best", base + ["--settings", "best"])]
 
 
 def measure(name: str, cmd, log: Path, warmup: int, env) -> dict:
+    """One row's run: samples/s from the HF Trainer's JSON line or from fairseq's train_inner records."""
     try:
         info = common.run_logged(cmd, log, env=env)
     except RuntimeError as e:  # one broken row must not cost the others' measurements
         print(f"  {name}: FAILED: {e}", flush=True)
         return dict(name=name, error=str(e).splitlines()[0], samples_per_s=None)
     text = log.read_text()
-    if "hf_loop.py" in " ".join(cmd):
+    if "benchmarks.hf_trainer" in cmd:
         tp = json.loads(text.strip().splitlines()[-1])
     else:
         tp = fairseq_log.throughput(fairseq_log.parse_records(text).get("train_inner", []), warmup).__dict__
     cpu = tp.get("samples_per_cpu_s")
-    print(f"  {name:34s} {tp['samples_per_s']:8.1f} samples/s {cpu or 0:8.1f} samples/cpu-s  (load {info['load_before']} -> {info['load_after']})",
-          flush=True)
+    print(f"  {name:34s} {tp['samples_per_s']:8.1f} samples/s {cpu or 0:8.1f} samples/cpu-s  "
+          f"(load {info['load_before']} -> {info['load_after']})", flush=True)
     return dict(name=name, **tp, **info)
 
 
@@ -119,8 +116,8 @@ def main(argv=None) -> int:
     p.add_argument("--updates", type=int, default=80, help="measured updates (a multiple of 10)")
     p.add_argument("--repeats", type=int, default=2, help="each repeat runs the rows in the reverse order")
     p.add_argument("--rows", choices=("all", "key"), default="all",
-                   help="key: only stock, + length grouping, plugin best and the two HF loops (roberta), stock, "
-                        "plugin best and HF loop (albert): for a busy machine")
+                   help="key: only stock, + length grouping, plugin best and the two HF Trainer rows (roberta), stock, "
+                        "plugin best and HF Trainer best (albert): for a busy machine")
     p.add_argument("--threads", type=int, default=0,
                    help="OMP_NUM_THREADS for every run (0: torch's default); 1 makes samples per CPU-second "
                         "meaningful on a busy machine")
@@ -164,13 +161,10 @@ def main(argv=None) -> int:
             order = rows if rep % 2 == 0 else rows[::-1]
             print(f"{model}, repeat {rep + 1}/{a.repeats}", flush=True)
             for name, cmd in order:
-                slug = name.replace(" ", "_").replace(",", "").replace("+", "plus").replace("(", "").replace(")", "")
-                log = common.WORK / "throughput" / model / f"{slug}.{rep}.log"
+                log = common.WORK / "throughput" / model / f"{common.slug(name)}.{rep}.log"
                 runs[name].append(measure(name, cmd, log, a.warmup, env))
         measured = [dict(name=n, command=commands[n], runs=runs[n]) for n, _ in rows]
         if a.only_row:
-            import json
-
             saved = json.loads((common.RESULTS / f"{a.out}.json").read_text())
             old = [r for r in saved["models"][model]["rows"] if r["name"] != a.only_row]
             result = saved

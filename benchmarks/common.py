@@ -15,6 +15,13 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 WORK = REPO / "work_dirs" / "benchmarks"
 RESULTS = REPO / "benchmarks" / "results"
+# real GLUE tsv files and vocabularies (beside the checkout unless FAIRSEQ_NPU_SHARED_DATA says otherwise)
+SHARED_DATA = Path(os.environ.get("FAIRSEQ_NPU_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+# the command-line pieces the benchmarks combine into their rows
+USER_DIR = ["--user-dir", "fairseq_npu"]
+STOCK_TASK = ["--task", "sentence_prediction", "--optimizer", "adam"]
+GROUPED_TASK = ["--task", "sentence_prediction_npu", "--group-by-length"]
 
 # reduced sizes for CPU (the issue's roberta 4 layers x 256); ALBERT keeps its factorized 128-dim embedding
 SIZES = {
@@ -23,7 +30,7 @@ SIZES = {
 }
 
 
-# the published base sizes (what the GPU benchmark trains): the archs' defaults, spelled out for the HF loop
+# the published base sizes (what the GPU benchmark trains): the archs' defaults, spelled out for the HF Trainer
 BASE_SIZES = {
     "roberta": dict(layers=12, dim=768, ffn=3072, heads=12),
     "albert": dict(layers=12, dim=768, ffn=3072, heads=12, embedding_dim=128),
@@ -38,6 +45,14 @@ SMALL_SIZES = {
     "roberta": dict(layers=2, dim=128, ffn=512, heads=2),
     "albert": dict(layers=2, dim=128, ffn=512, heads=2, embedding_dim=128),
 }
+
+
+# the dry runs (gpu_check.sh --dry-run, the tests): every code path, in seconds
+TINY_SIZES = {
+    "roberta": dict(layers=2, dim=32, ffn=64, heads=2),
+    "albert": dict(layers=2, dim=32, ffn=64, heads=2, embedding_dim=16),
+}
+SIZE_TABLES = {"reduced": SIZES, "base": BASE_SIZES, "tiny": TINY_SIZES}
 
 
 def model_flags(model: str, sizes: Optional[Dict[str, dict]] = None) -> List[str]:
@@ -69,6 +84,27 @@ def common_train_flags(batch_size: int, lr: float, total_updates: int, warmup: i
         "--total-num-update", str(total_updates), "--warmup-updates", str(warmup),
         "--log-format", "json", "--seed", str(seed),
     ]
+
+
+def module_command(name: str, *args: str) -> List[str]:
+    """``python -m benchmarks.NAME ARGS``: how one benchmark runs another (from the repository root)."""
+    return [sys.executable, "-m", f"benchmarks.{name}", *args]
+
+
+def fairseq_args(cmd: List[str]) -> List[str]:
+    """The fairseq-train arguments of a row's command: without an ``env VAR=value`` prefix and the program
+    (``fairseq-train`` or ``python -m benchmarks.cpu_timed_train``)."""
+    args = list(cmd)
+    if args and args[0] == "env":
+        args = args[1:]
+        while args and "=" in args[0]:
+            args = args[1:]
+    return args[3:] if args[:2] == [sys.executable, "-m"] else args[1:]
+
+
+def slug(name: str) -> str:
+    """A row's name as a file name."""
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in name.replace("+", "plus")).strip("_")
 
 
 def loadavg() -> float:

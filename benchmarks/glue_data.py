@@ -19,8 +19,10 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-DEFAULT_CACHE = Path(__file__).resolve().parent.parent / "work_dirs" / "benchmarks" / "data"
+from benchmarks import common
+
+DEFAULT_DATA = common.SHARED_DATA
+DEFAULT_CACHE = common.WORK / "data"
 
 # task -> (sentence columns, label column, regression)
 TASKS: Dict[str, Tuple[Tuple[int, ...], int, bool]] = {

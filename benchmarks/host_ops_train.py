@@ -5,7 +5,7 @@ tensor the model or trainer computed, each a wait for the device to drain its qu
 reads of tensors made from Python values by ``torch.tensor`` are left out). Each update's counts go to a
 ``host_ops`` line on stdout as JSON.
 
-Short GLUE batches leave an accelerator waiting on the host (REFERENCE.md: launch/host-bound), so the number of
+Short GLUE batches leave an accelerator waiting on the host (they are launch/host-bound), so the number of
 operators per update bounds the update rate there whatever the device's speed. The counts do not depend on the
 hidden size, nor (apart from a branch or two) on the device, so they are measured here on the CPU with a narrow
 model of the real depth. Counting slows the run several times: time with ``cpu_timed_train.py``, count with this.
@@ -14,7 +14,6 @@ Everything else is stock ``fairseq-train``: same command-line flags (pass them a
 
 import json
 import sys
-from pathlib import Path
 
 from fairseq_cli.train import cli_main  # first: it sets fairseq-train's log format
 
@@ -22,8 +21,7 @@ import torch  # noqa: E402
 from fairseq import trainer  # noqa: E402
 from fairseq.tasks import fairseq_task  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from op_counter import OpCounter  # noqa: E402
+from benchmarks.op_counter import OpCounter  # noqa: E402
 
 _counter = None
 

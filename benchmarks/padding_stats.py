@@ -4,14 +4,10 @@ Exact counts over one epoch of batches, independent of the machine: the work the
 any timing. Attention scores scale with the square of the padded length, the rest of the model linearly.
 """
 
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-import glue_data  # noqa: E402
+from benchmarks import common, glue_data
 
 
 def stats(lengths: np.ndarray, batch_size: int, seed: int = 1) -> dict:

@@ -3,11 +3,9 @@ benchmarks/report_notes.md (findings and conclusions that the numbers alone do n
 
 import json
 import statistics
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+from benchmarks import common
 
 DOC = common.REPO / "docs" / "benchmarks.md"
 NOTES = common.REPO / "benchmarks" / "report_notes.md"
@@ -35,7 +33,7 @@ def _loads(runs):
 
 def padding_section(res) -> list:
     out = ["## 0. Padding on SST-2 train (exact, machine-independent)", "",
-           f"One epoch of batches of {res['batch_size']} sentences (`python benchmarks/padding_stats.py`):", "",
+           f"One epoch of batches of {res['batch_size']} sentences (`python -m benchmarks.padding_stats`):", "",
            "| model | sentences | mean / max length | real tokens, random batches | real tokens, grouped | "
            "padded positions random / grouped | attention scores random / grouped |", "|---|---|---|---|---|---|---|"]
     for model, s in res["models"].items():
@@ -45,7 +43,7 @@ def padding_section(res) -> list:
     return out + [""]
 
 
-GPU_COMMAND = ("python benchmarks/bench_throughput.py --device cuda --models roberta,albert --warmup 100 "
+GPU_COMMAND = ("python -m benchmarks.bench_throughput --device cuda --models roberta,albert --warmup 100 "
                "--updates 500 --log-interval 50 --repeats 2")
 
 
@@ -127,7 +125,7 @@ def scaling_section(res, title="## 2. Scaling and hook overhead (CPU)") -> list:
 
 
 def accuracy_section(res, title="## 3. Accuracy: from scratch, stock path vs plugin path, same budget") -> list:
-    import bench_accuracy
+    from benchmarks import bench_accuracy
 
     out = [title, "",
            f"Machine: {_machine(res['machine'])}.", ""]
@@ -174,7 +172,7 @@ def accuracy_section(res, title="## 3. Accuracy: from scratch, stock path vs plu
 
 
 PHASES = ("forward + backward", "grad norm", "optimizer step", "trainer other")
-HOST_OPS_COMMAND = "python benchmarks/bench_host_overhead.py --repeats 3"
+HOST_OPS_COMMAND = "python -m benchmarks.bench_host_overhead --repeats 3"
 
 
 def host_ops_section(res) -> list:
@@ -222,8 +220,8 @@ def host_ops_section(res) -> list:
 
 def render() -> Path:
     lines = ["# Benchmarks", "",
-             "Regenerate everything (data, measurements, plots, this page) with `python benchmarks/run_all.py` "
-             "from the repository root with the venv active; `python benchmarks/run_all.py --render-only` "
+             "Regenerate everything (data, measurements, plots, this page) with `python -m benchmarks.run_all` "
+             "from the repository root with the venv active; `python -m benchmarks.run_all --render-only` "
              "rewrites this page from the saved results in `benchmarks/results/`. Logs of every run are kept under "
              "`work_dirs/benchmarks/`.", ""]
     if NOTES.exists():

@@ -1,23 +1,15 @@
 """One command for every benchmark: builds the data, measures throughput, scaling and hook overhead, trains the
 accuracy runs, counts the host work per update, draws the plots and rewrites docs/benchmarks.md.
 
-    python benchmarks/run_all.py                  # everything (about an hour on 2 idle cores)
-    python benchmarks/run_all.py --only throughput,scaling
-    python benchmarks/run_all.py --render-only    # docs/benchmarks.md from benchmarks/results/*.json
+    python -m benchmarks.run_all                  # everything (about an hour on 2 idle cores)
+    python -m benchmarks.run_all --only throughput,scaling
+    python -m benchmarks.run_all --render-only    # docs/benchmarks.md from benchmarks/results/*.json
 """
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_accuracy  # noqa: E402
-import bench_host_overhead  # noqa: E402
-import bench_scaling  # noqa: E402
-import bench_throughput  # noqa: E402
-import glue_data  # noqa: E402
-import padding_stats  # noqa: E402
-import report  # noqa: E402
+from benchmarks import bench_accuracy, bench_host_overhead, bench_scaling, bench_throughput, glue_data, padding_stats, report
 
 STEPS = {"throughput": bench_throughput.main, "scaling": bench_scaling.main, "accuracy": bench_accuracy.main,
          "host_ops": bench_host_overhead.main}

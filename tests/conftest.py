@@ -1,5 +1,4 @@
-"""Shared pytest fixtures: the real GLUE data beside the project, and the torch_npu stand-in. The benchmarks'
-helpers (``benchmarks/``) are importable from the tests: the operator counter, the log reader, the row builders."""
+"""Shared pytest fixtures: the real GLUE data beside the project, and the torch_npu stand-in."""
 
 import os
 import sys
@@ -11,7 +10,6 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FAIRSEQ_NPU_SHARED_DATA", REPO.parent / "shared" / "data"))
 STAND_IN = Path(__file__).resolve().parent / "npu_stand_in"
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 
 @pytest.fixture

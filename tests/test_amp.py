@@ -16,7 +16,7 @@ from fairseq.trainer import Trainer
 from fairseq_npu import device
 from fairseq_npu.amp import flags
 from fairseq_npu.amp.amp_optimizer import SCALER_KEY, DeviceAMPOptimizer
-from op_counter import OpCounter
+from benchmarks.op_counter import OpCounter
 from fairseq_npu.amp.autocast import autocast_dtype_for
 
 USER_DIR = os.path.dirname(fairseq_npu.__file__)

@@ -2,8 +2,9 @@
 
 from pathlib import Path
 
-import fairseq_log  # benchmarks/, on the path from conftest.py
 import pytest
+
+from benchmarks import bench_throughput, common, fairseq_log
 
 LOG = """\
 $ fairseq-train ...
@@ -55,9 +56,6 @@ def test_samples_per_cpu_second_from_cpu_ms():
 def test_gpu_throughput_rows_are_valid_fairseq_command_lines(model):
     """The GPU column cannot run here; its command lines must at least be what fairseq-train accepts: base size,
     no --cpu, stock with the fp16 recipe and adam, the plugin rows with grouping + fused_adamw."""
-    import bench_throughput
-    import common
-
     from fairseq import options
 
     import fairseq_npu
@@ -66,11 +64,7 @@ def test_gpu_throughput_rows_are_valid_fairseq_command_lines(model):
                                               common.BASE_SIZES, 50))
     parsed = {}
     for name, cmd in rows.items():
-        if cmd[0] == "env":  # env VAR=value ... python script.py ...
-            cmd = cmd[1:]
-            while "=" in cmd[0]:
-                cmd = cmd[1:]
-        args = [a if a != "fairseq_npu" else str(Path(fairseq_npu.__file__).parent) for a in cmd[2:]]
+        args = [a if a != "fairseq_npu" else str(Path(fairseq_npu.__file__).parent) for a in common.fairseq_args(cmd)]
         parsed[name] = options.parse_args_and_arch(options.get_training_parser(), args)
     for name, a in parsed.items():
         assert (a.cpu, a.encoder_layers, a.encoder_embed_dim, a.batch_size, a.max_update) == (False, 12, 768, 32, 600)

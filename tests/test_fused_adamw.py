@@ -11,7 +11,7 @@ from fairseq import optim
 from fairseq.optim.adam import FairseqAdam
 from fairseq_npu import device
 from fairseq_npu.optim.fused_adamw import FairseqFusedAdamW, choose_impl
-from op_counter import OpCounter
+from benchmarks.op_counter import OpCounter
 
 SHAPES = [(64, 32), (32,), (128, 64), (7,), (3, 5, 4)]
 STEPS = 100
@@ -166,7 +166,7 @@ def test_fp16_master_syncs_are_multi_tensor_copies_with_stocks_result():
     equal bit for bit to stock's tensor-by-tensor copies, including the zeros for a parameter without a grad."""
     from fairseq.optim.fp16_optimizer import _FP16OptimizerMixin
 
-    from fairseq_npu.hooks import original_of
+    from fairseq_npu.patching import original_of
 
     wrapped = {}
     for name in ("stock", "ours"):

@@ -1,4 +1,4 @@
-"""benchmarks/host_ops_train.py on a real fairseq-train run: per-update operator counts by phase, and the plugin's
+"""``python -m benchmarks.host_ops_train`` on a real fairseq-train run: per-update operator counts by phase, and the plugin's
 multi-tensor gradient work seen there (a handful of operators where stock's --fp16 path copies tensor by tensor)."""
 
 import json
@@ -10,7 +10,7 @@ import pytest
 
 from glue_tiny_data import make_glue_dir, tiny_roberta_args
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "host_ops_train.py"
+REPO = Path(__file__).resolve().parents[1]
 N_TENSORS = 45  # trainable tensors of the 2-layer tiny RoBERTa with its classification head, LM head included
 
 
@@ -22,8 +22,8 @@ def tiny_data(tmp_path_factory):
 def counts(data, *extra):
     argv = tiny_roberta_args(data, "sentence_prediction_npu", ["--encoder-layers", "2", "--max-update", "3",
                                                                *extra])
-    out = subprocess.run([sys.executable, str(SCRIPT), *argv], capture_output=True, text=True, timeout=300,
-                         env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    out = subprocess.run([sys.executable, "-m", "benchmarks.host_ops_train", *argv], capture_output=True, text=True,
+                         timeout=300, cwd=REPO, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr[-3000:]
     records = [json.loads(line.split(" ", 1)[1]) for line in out.stdout.splitlines() if line.startswith("host_ops ")]
     assert [r["update"] for r in records] == [1, 2, 3]

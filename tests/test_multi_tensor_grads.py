@@ -11,7 +11,7 @@ import fairseq_npu  # noqa: F401  (registers fused_adamw)
 from fairseq.optim.adam import FairseqAdam
 from fairseq_npu.optim.fused_adamw import FairseqFusedAdamW
 from fairseq_npu.optim.multi_tensor_grads import clip_grad_norm_, multiply_grads_
-from op_counter import OpCounter
+from benchmarks.op_counter import OpCounter
 
 # roberta_base has 201 gradients when fine-tuning; a spread of sizes and magnitudes like theirs
 N_PARAMS = 201
