@@ -288,19 +288,20 @@ def test_failure_while_writing_keeps_the_previous_result(tmp_path, gpt2, monkeyp
 
 def test_cli_reports_errors_per_task_and_exit_status(tmp_path, capsys):
     glue_dir = sst2(tmp_path, GOOD + [["x", "y", "z"]])
-    write_tsv(glue_dir / "RTE" / "train.tsv", [[0, "A.", "B.", "entailment"]], ["index", "sentence1", "sentence2", "label"])
+    write_tsv(glue_dir / "RTE" / "train.tsv", [[0, "A.", "B.", "entailment"], [1, "G.", "H.", "not_entailment"]],
+              ["index", "sentence1", "sentence2", "label"])
     write_tsv(glue_dir / "RTE" / "dev.tsv", [[0, "C.", "D.", "not_entailment"]], ["index", "sentence1", "sentence2", "label"])
     write_tsv(glue_dir / "RTE" / "test.tsv", [[0, "E.", "F."]], ["index", "sentence1", "sentence2"])
     dest = tmp_path / "out"
     status = glue.main([str(glue_dir), "ALL", "--vocab-dir", str(GPT2), "--dest", str(dest), "--no-download"])
     err = capsys.readouterr().err.splitlines()
-    assert status == 1
+    assert status == 2
     assert err == [f"error: {glue_dir / 'SST-2' / 'train.tsv'}:4: expected 2 tab-separated fields, found 3",
                    "error: 1 of 2 tasks failed: SST-2"]
     assert sorted(p.name for p in dest.iterdir()) == ["RTE-bin"]
     assert glue.main([str(glue_dir), "SST2", "--dest", str(dest), "--vocab-dir", str(GPT2), "--skip-bad-rows",
                       "--no-download"]) == 0
-    assert glue.main([str(glue_dir), "MNLX", "--dest", str(dest)]) == 1
+    assert glue.main([str(glue_dir), "MNLX", "--dest", str(dest)]) == 2
     assert capsys.readouterr().err.strip().startswith("error: TASK: unknown GLUE task 'MNLX'")
 
 

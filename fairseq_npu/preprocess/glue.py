@@ -20,7 +20,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 
 from fairseq_npu import albert_vocab
-from fairseq_npu.preprocess import albert_spm, gpt2_bpe
+from fairseq_npu.preprocess import albert_spm, gpt2_bpe, output_swap
 from fairseq_npu.preprocess.binarize import build_label_dictionary, encode_labels, write_dataset
 from fairseq_npu.glue_tasks import ALL_TASKS, GLUE_TASKS, GlueTask, glue_task
 from fairseq_npu.preprocess.tsv_reader import GlueInputError, SplitRows, read_split, stsb_target
@@ -40,6 +39,7 @@ from fairseq_npu.preprocess.tsv_reader import GlueInputError, SplitRows, read_sp
 logger = logging.getLogger("fairseq_npu.preprocess.glue")
 
 MANIFEST = "preprocess.json"
+BAD_INPUT = 2  # exit status for bad input (files, flags), as argparse uses for bad usage
 
 
 @dataclass
@@ -87,13 +87,37 @@ class _Vocabulary:
     def __init__(self, dictionary_file: Path, encoder, normalize, files: dict):
         try:
             self.dictionary = Dictionary.load(str(dictionary_file))
-        except (OSError, ValueError, RuntimeError) as err:
-            raise GlueInputError(f"{dictionary_file}: not a fairseq dict.txt ({err})") from None
+        except Exception as err:  # fairseq raises a bare Exception for bytes that are not UTF-8
+            raise GlueInputError(_dict_file_problem(Path(dictionary_file), err)) from None
         self.dictionary_file = dictionary_file
         self.copy_dict_file = False  # True: input*/dict.txt is a copy of dictionary_file, not Dictionary.save
         self.encoder = encoder
         self.normalize = normalize
         self.files = files
+
+
+def _dict_file_problem(path: Path, err: Exception) -> str:
+    """``file:line: reason`` for a dict.txt that fairseq's Dictionary.load refused."""
+    try:
+        data = path.read_bytes()
+    except OSError as os_err:
+        return f"{path}: cannot read the dictionary ({os_err.strerror or os_err})"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        line = data.count(b"\n", 0, bad.start) + 1
+        return f"{path}:{line}: not a fairseq dict.txt (byte 0x{data[bad.start]:02x} is not UTF-8 text)"
+    seen = set()
+    for number, line in enumerate(text.splitlines(), 1):
+        word, _, count = line.rstrip().rpartition(" ")
+        if count == "#fairseq:overwrite":
+            word, _, count = word.rpartition(" ")
+        elif word in seen:
+            return f"{path}:{number}: not a fairseq dict.txt (duplicate word {word!r})"
+        if not word or not count.lstrip("-").isdigit():
+            return f"{path}:{number}: not a fairseq dict.txt (expected '<token> <count>', got {line[:40]!r})"
+        seen.add(word)
+    return f"{path}: not a fairseq dict.txt ({err})"
 
 
 _VOCAB_CACHE = {}  # one GPT-2 vocabulary per process (ALL, or a caller preprocessing several tasks): ~0.5 s each
@@ -157,17 +181,6 @@ def _encode_split(rows: SplitRows, vocab: _Vocabulary, skip_bad_rows: bool):
         rows.drop_rows(empty, "empty sentence", messages)
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Put the finished ``tmp`` at ``final``; an older ``final`` is removed only after the new one is in place."""
-    old = None
-    if final.exists() or final.is_symlink():
-        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-        os.replace(final, old / final.name)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def preprocess_task(
     glue_dir,
     task: str,
@@ -199,20 +212,19 @@ def preprocess_task(
         raise GlueInputError("--train-spm trains a SentencePiece vocabulary: it needs --model albert")
     if not source.is_dir():
         raise GlueInputError(f"{source}: missing {layout.name} folder (expected {layout.folder}/ in the GLUE folder)")
-    for split in layout.splits:  # every split must be there before any work starts
-        if not (source / split.tsv).is_file():
-            raise GlueInputError(f"{source / split.tsv}: missing {layout.name} split '{split.tsv}'")
+    splits = _present_splits(layout, source)
     dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
     final = dest / f"{layout.name}-bin"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=dest))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the finished folder gets the usual mode
     try:
-        _build(layout, source, tmp, dest, model, vocab_dir, workers, spm_model, train_spm_vocab_size,
+        dest.mkdir(parents=True, exist_ok=True)
+        output_swap.recover(final)
+        tmp = output_swap.make_temp_dir(final)
+    except OSError as err:
+        raise GlueInputError(f"--dest {dest}: cannot write there ({err.strerror or err})") from None
+    try:
+        _build(layout, splits, source, tmp, dest, model, vocab_dir, workers, spm_model, train_spm_vocab_size,
                skip_bad_rows, bpe_backend, download)
-        _replace_dir(tmp, final)
+        output_swap.swap_into_place(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -220,12 +232,68 @@ def preprocess_task(
     return final
 
 
-def _build(layout, source, out, dest, model, vocab_dir, workers, spm_model, train_spm_vocab_size, skip_bad_rows,
-           bpe_backend, download):
+def _present_splits(layout: GlueTask, source: Path):
+    """The splits to binarize: all of them, except that an absent unlabelled (test) split is skipped with a notice.
+
+    Train and dev are required; so is the only split of a task that has no labelled one (AX's diagnostic.tsv).
+    """
+    present = []
+    for split in layout.splits:  # every required split must be there before any work starts
+        if (source / split.tsv).is_file():
+            present.append(split)
+        elif split.labelled or not layout.labelled:
+            raise GlueInputError(f"{source / split.tsv}: missing {layout.name} split '{split.tsv}'")
+        else:
+            logger.info("%s: no %s in %s; the %s split is skipped (no predictions for it)", layout.name, split.tsv,
+                        source, split.output)
+    return present
+
+
+def _check_dev_labels(layout: GlueTask, splits: List[SplitRows], skip_bad_rows: bool) -> None:
+    """A dev label that train never has would be written as <unk> and crash the first validation: stop here."""
+    if layout.regression:
+        return
+    labelled = [r for r in splits if r.layout.labelled]
+    train = next((r for r in labelled if r.layout.output == "train"), None)
+    if train is None:
+        return
+    known = set(train.labels)
+    for rows in labelled:
+        if rows is train or rows.labels is None:
+            continue
+        bad = [i for i, label in enumerate(rows.labels) if label not in known]
+        if not bad:
+            continue
+        messages = [f"{rows.path}:{rows.line_numbers[i]}: label {rows.labels[i]!r} never occurs in {train.path.name}, "
+                    f"so the model has no class for it (train labels: {', '.join(sorted(known))})" for i in bad]
+        if not skip_bad_rows:
+            raise GlueInputError(messages[0])
+        rows.drop_rows(bad, "label not in train", messages)
+
+
+def _require_rows(rows: SplitRows) -> None:
+    """An empty split passes fairseq-preprocess but fails training (`cannot mmap an empty file`): stop here."""
+    if len(rows):
+        return
+    if rows.source_rows == 0:
+        where = "only a header line, no data rows" if rows.header_lines else "empty file"
+        raise GlueInputError(f"{rows.path}:1: {where}; the {rows.layout.output} split would be empty")
+    reasons = [f"{count} {reason}" for reason, count in sorted(rows.skipped.items())]
+    if rows.dropped_malformed:
+        reasons.append(f"{rows.dropped_malformed} without {rows.layout.drop_rows_without_fields} fields")
+    raise GlueInputError(f"{rows.path}: none of its {rows.source_rows} data rows was kept ({', '.join(reasons)}); "
+                         f"the {rows.layout.output} split would be empty")
+
+
+def _build(layout, present, source, out, dest, model, vocab_dir, workers, spm_model, train_spm_vocab_size,
+           skip_bad_rows, bpe_backend, download):
     work = out / ".work"
     work.mkdir()
     normalize = str.strip if model == "roberta" else albert_spm.albert_normalize
-    splits = [read_split(source / s.tsv, s, layout, normalize, skip_bad_rows) for s in layout.splits]
+    splits = [read_split(source / s.tsv, s, layout, normalize, skip_bad_rows) for s in present]
+    _check_dev_labels(layout, splits, skip_bad_rows)
+    for rows in splits:
+        _require_rows(rows)
 
     if model == "roberta":
         vocab = _roberta_vocabulary(vocab_dir, workers, bpe_backend, download)
@@ -254,6 +322,8 @@ def _build(layout, source, out, dest, model, vocab_dir, workers, spm_model, trai
 
     # inputs
     encoded = [_encode_split(rows, vocab, skip_bad_rows) for rows in splits]
+    for rows in splits:
+        _require_rows(rows)
     for i in range(layout.num_inputs):
         input_dir = out / f"input{i}"
         input_dir.mkdir()
@@ -279,10 +349,6 @@ def _build(layout, source, out, dest, model, vocab_dir, workers, spm_model, trai
             label_dict = build_label_dictionary(train.labels)
             label_dict.save(str(label_dir / "dict.txt"))
             for rows in labelled:
-                unseen = sorted(set(rows.labels) - set(train.labels))
-                if unseen:
-                    logger.warning("%s: labels %s never occur in %s; they are written as <unk>, as fairseq "
-                                   "does", rows.path, unseen, train.path)
                 ids, sizes = encode_labels(label_dict, rows.labels)
                 write_dataset(label_dir / rows.layout.output, ids, sizes, len(label_dict))
     elif layout.name == "AX":
@@ -298,8 +364,14 @@ def _build(layout, source, out, dest, model, vocab_dir, workers, spm_model, trai
         manifest["splits"][rows.layout.output] = {
             "tsv": str(rows.path.resolve()), "rows": len(rows), "skipped": dict(rows.skipped),
             "dropped_malformed": rows.dropped_malformed,
+            # GLUE's index of a row is its 0-based data row in the tsv; fairseq-npu-predict numbers the
+            # submission with these, so that dropped rows do not shift the later ones
+            "source_rows": rows.source_rows, "dropped_indices": rows.dropped_indices(),
         }
         _report(layout, rows)
+    missing = [s for s in layout.splits if s not in present]
+    if missing:
+        manifest["missing_splits"] = {s.output: s.tsv for s in missing}
     shutil.rmtree(work)
     with open(out / MANIFEST, "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=2)
@@ -353,7 +425,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         tasks = expand_tasks(args.tasks, args.glue_dir if args.tasks.strip().upper() == "ALL" else None)
     except GlueInputError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return BAD_INPUT
     failed = []
     for task in tasks:
         try:
@@ -366,8 +438,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             failed.append(task)
     if failed:
-        print(f"error: {len(failed)} of {len(tasks)} tasks failed: {', '.join(failed)}", file=sys.stderr)
-        return 1
+        if len(tasks) > 1:
+            print(f"error: {len(failed)} of {len(tasks)} tasks failed: {', '.join(failed)}", file=sys.stderr)
+        return BAD_INPUT
     return 0
 
 

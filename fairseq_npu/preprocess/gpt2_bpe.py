@@ -72,6 +72,8 @@ class Gpt2BpeEncoder:
                 self.encoder = json.load(f)
         except (OSError, ValueError) as err:
             raise GlueInputError(f"{self.encoder_json}: not a GPT-2 encoder.json ({err})") from None
+        self.merges = self._read_merges()
+        self._check_vocabulary()
         # GPT-2 id -> fairseq id: what fairseq-preprocess does to each id string via dict.txt (unknown -> <unk>)
         self.lookup = np.array(
             [dictionary.index(str(i)) for i in range(max(self.encoder.values()) + 1)], dtype=np.int64
@@ -102,16 +104,39 @@ class Gpt2BpeEncoder:
         self._tiktoken = self._build_tiktoken()
         return "tiktoken"
 
-    def _merge_order_problem(self) -> Optional[str]:
-        """tiktoken ranks merged tokens by id; that is GPT-2's merge order only if id = 256 + merge rank."""
+    def _read_merges(self) -> List[Tuple[int, List[str]]]:
+        """(line number, pair) of each merge in vocab.bpe (its first line is a version comment)."""
         try:
             with open(self.vocab_bpe, encoding="utf-8") as f:
-                merges = [line.split() for line in f.read().split("\n")[1:] if line.strip()]
+                lines = f.read().split("\n")
         except (OSError, UnicodeDecodeError) as err:
             raise GlueInputError(f"{self.vocab_bpe}: cannot read GPT-2 merges ({err})") from None
-        for rank, pair in enumerate(merges):
+        return [(number, line.split()) for number, line in enumerate(lines[1:], 2) if line.strip()]
+
+    def _check_vocabulary(self) -> None:
+        """encoder.json must be GPT-2's kind: an id for each of the 256 byte symbols and for every merged token.
+
+        Otherwise fairseq's encoder fails half-way with a bare KeyError on the first token it cannot map.
+        """
+        from fairseq.data.encoders.gpt2_bpe_utils import bytes_to_unicode
+
+        encoder, path = self.encoder, self.encoder_json
+        if not isinstance(encoder, dict) or not all(isinstance(v, int) for v in encoder.values()):
+            raise GlueInputError(f"{path}: not GPT-2's encoder.json (expected a JSON object of token -> integer id)")
+        missing = [ch for ch in bytes_to_unicode().values() if ch not in encoder]
+        if missing:
+            raise GlueInputError(f"{path}: not GPT-2's encoder.json (no id for {len(missing)} of the 256 byte "
+                                 f"symbols, e.g. {missing[0]!r})")
+        for number, pair in self.merges:
             if len(pair) != 2:
-                return f"line {rank + 2} is not a merge pair"
+                raise GlueInputError(f"{self.vocab_bpe}:{number}: not a GPT-2 merge pair ({' '.join(pair)!r})")
+            if pair[0] + pair[1] not in encoder:
+                raise GlueInputError(f"{self.vocab_bpe}:{number}: merged token {pair[0] + pair[1]!r} has no id in "
+                                     f"{path} (encoder.json and vocab.bpe are not the same GPT-2 vocabulary)")
+
+    def _merge_order_problem(self) -> Optional[str]:
+        """tiktoken ranks merged tokens by id; that is GPT-2's merge order only if id = 256 + merge rank."""
+        for rank, (_number, pair) in enumerate(self.merges):
             if self.encoder.get(pair[0] + pair[1]) != 256 + rank:
                 return f"merge {rank} ({' '.join(pair)}) does not have encoder id {256 + rank}"
         return None

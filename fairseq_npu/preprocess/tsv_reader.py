@@ -34,9 +34,20 @@ class SplitRows:
     skipped: Counter = field(default_factory=Counter)  # reason -> rows skipped (skip_bad_rows)
     first_skipped: Dict[str, str] = field(default_factory=dict)  # reason -> first message, for the report
     dropped_malformed: int = 0  # rows dropped by QQP's field-count rule (as the stock pipeline does)
+    header_lines: int = 0  # lines before the first data row (1 with a header, 0 for CoLA train/dev)
+    source_rows: int = 0  # data rows in the file, kept or not
 
     def __len__(self):
         return len(self.line_numbers)
+
+    def glue_indices(self) -> List[int]:
+        """0-based data row of each kept row in the tsv: GLUE's ``index`` (the column of its test files)."""
+        return [line - self.header_lines - 1 for line in self.line_numbers]
+
+    def dropped_indices(self) -> List[int]:
+        """GLUE indices of the rows that were not kept (skipped, dropped by QQP's rule, empty after encoding)."""
+        kept = set(self.glue_indices())
+        return [i for i in range(self.source_rows) if i not in kept]
 
     def drop_rows(self, row_indices, reason: str, messages: List[str]) -> None:
         """Remove rows found bad after reading (e.g. a sentence that encodes to nothing) and count them."""
@@ -110,6 +121,8 @@ def read_split(
             f"(is this the {task.name} {layout.tsv}?)"
         )
     expected = layout.drop_rows_without_fields or num_fields
+    rows.header_lines = first
+    rows.source_rows = len(lines) - first
 
     def bad(lineno, reason, message):
         message = f"{path}:{lineno}: {message}"
