@@ -10,10 +10,11 @@ refused with an error that names the file and the offending global.
 import argparse
 import collections
 import pickle
-import types
 import typing
 
 import torch
+
+from fairseq_npu.patching import ModuleProxy
 
 
 def _omegaconf_globals():
@@ -84,15 +85,8 @@ def safe_load(f, map_location=None, **kwargs):
         ) from None
 
 
-class TorchWithSafeLoad(types.ModuleType):
+class TorchWithSafeLoad(ModuleProxy):
     """Stands in for ``torch`` inside fairseq.checkpoint_utils: same module, but ``load`` is ``safe_load``."""
-
-    def __init__(self, torch_module):
-        super().__init__("torch")
-        self._torch = torch_module
-
-    def __getattr__(self, name):
-        return getattr(self._torch, name)
 
     @staticmethod
     def load(f, map_location=None, **kwargs):

@@ -154,7 +154,7 @@ def test_loss_scale_survives_a_checkpoint_resume(tiny_glue, apex_stand_in, tmp_p
     one_shot_inf(next(trainer.model.parameters()))
     assert trainer.train_step([batch]) is None  # apex halves its scale
     trainer.train_step([batch])
-    assert apex_amp._loss_scale(apex_stand_in) == 2.0 ** 15
+    assert apex_amp.loss_scale(apex_stand_in) == 2.0 ** 15
     path = str(tmp_path / "checkpoint_last.pt")
     trainer.consolidate_optimizer()  # what checkpoint_utils.save_checkpoint calls first
     trainer.save_checkpoint(path, {"train_iterator": {"epoch": 1}})
@@ -163,7 +163,7 @@ def test_loss_scale_survives_a_checkpoint_resume(tiny_glue, apex_stand_in, tmp_p
     apex_stand_in.reset()
     resumed, _ = build(tiny_glue, "--use-apex")
     assert resumed.load_checkpoint(path) is not None
-    assert apex_amp._loss_scale(apex_stand_in) == 2.0 ** 15
+    assert apex_amp.loss_scale(apex_stand_in) == 2.0 ** 15
     assert calls(apex_stand_in, "load_state_dict") == [{"loss_scaler0": {"loss_scale": 2.0 ** 15, "unskipped": 0}}]
     assert resumed.get_num_updates() == 2
     resumed.train_step([batch])

@@ -1,4 +1,4 @@
-"""Every hook of fairseq_npu.hooks: installed once, and doing its job on cpu and (through the stand-in) on npu."""
+"""Every hook of fairseq_npu.hooks (fairseq_npu/hooks/): installed once, and doing its job on cpu and (through the stand-in) on npu."""
 
 import json
 import os
@@ -15,24 +15,8 @@ from fairseq import checkpoint_utils, options, utils
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq.distributed import utils as dist_utils
 from fairseq.trainer import Trainer
-from fairseq_npu import device, hooks
+from fairseq_npu import device, hooks, patching
 from fairseq_npu.checkpoint_loading import TorchWithSafeLoad
-
-
-def _resolve(target):
-    """'fairseq.trainer.Trainer.__init__' -> (owner object, attribute name)."""
-    import importlib
-
-    parts = target.split(".")
-    for cut in range(len(parts) - 1, 0, -1):
-        try:
-            owner = importlib.import_module(".".join(parts[:cut]))
-        except ImportError:
-            continue
-        for name in parts[cut:-1]:
-            owner = getattr(owner, name)
-        return owner, parts[-1]
-    raise LookupError(target)
 
 
 def make_cfg(*extra):
@@ -54,26 +38,29 @@ def fresh_device(monkeypatch):
 
 
 def test_every_listed_hook_is_installed():
+    assert checkpoint_utils.torch.__class__ is dist_utils.torch.__class__ is TorchWithSafeLoad
     for hook in hooks.HOOKS:
-        owner, name = _resolve(hook.target)
-        if hook.target.startswith("fairseq.checkpoint_utils.torch"):
-            assert isinstance(checkpoint_utils.torch, TorchWithSafeLoad)
-            assert isinstance(dist_utils.torch, TorchWithSafeLoad)
-        elif hook.target.endswith(".np"):
-            assert hook.target == "fairseq.data.token_block_dataset.np"
-        else:
-            assert hooks.is_hooked(owner, name), hook.target
+        assert patching.is_hooked(hook.owner, hook.name) == hook.wanted(), hook.target
 
 
 def test_install_is_idempotent():
-    before = [getattr(*_resolve(h.target)) for h in hooks.HOOKS]
-    hooks.install()
-    hooks.install()
-    after = [getattr(*_resolve(h.target)) for h in hooks.HOOKS]
+    before = [getattr(h.owner, h.name) for h in hooks.HOOKS]
+    assert hooks.install() == []  # installed when fairseq_npu was imported: nothing left to replace
+    assert hooks.install() == []
+    after = [getattr(h.owner, h.name) for h in hooks.HOOKS]
     assert before == after
     for hook in hooks.HOOKS:  # wrapped exactly once: one level down is stock code
-        wrapped = getattr(*_resolve(hook.target))
-        assert not hasattr(hooks.original_of(wrapped), "__fairseq_npu_original__")
+        if hook.wanted():
+            assert not hasattr(patching.original_of(getattr(hook.owner, hook.name)), "__fairseq_npu_original__")
+
+
+def test_each_row_is_one_attribute():
+    targets = [h.target for h in hooks.HOOKS]
+    assert len(set(targets)) == len(targets)
+    assert {"fairseq.distributed.utils.torch", "fairseq.data.language_pair_dataset.np",
+            "fairseq.optim.fp16_optimizer._FP16OptimizerMixin._sync_fp32_params_to_fp16",
+            "fairseq.optim.fairseq_optimizer.FairseqOptimizer.load_state_dict",
+            "fairseq_npu.optim.fused_adamw.FairseqFusedAdamW.clip_grad_norm"} <= set(targets)
 
 
 def test_describe_lists_every_hook():
@@ -82,11 +69,11 @@ def test_describe_lists_every_hook():
     assert "fairseq.trainer.Trainer.__init__" in text
 
 
-def test_readme_table_of_hooks_is_current():
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+def test_docs_table_of_hooks_is_current():
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "hooks.md").read_text()
     table = hooks.markdown_table()
     assert len(table.splitlines()) == len(hooks.HOOKS) + 2
-    assert table in readme, "README.md's table of hooks is stale: paste `python -m fairseq_npu.hooks --markdown`"
+    assert table in doc, "docs/hooks.md's table of hooks is stale: paste `python -m fairseq_npu.hooks --markdown`"
 
 
 def test_device_type_flag_selects_and_exports(monkeypatch):
@@ -122,7 +109,7 @@ def _fake_trainer_init(self, cfg, task, model, criterion):
 
 
 def test_trainer_moves_model_to_npu(npu_stand_in):
-    init = hooks.rewrap(Trainer.__init__, _fake_trainer_init)
+    init = patching.rewrap(Trainer.__init__, _fake_trainer_init)
     trainer, model, criterion = SimpleNamespace(), _Movable(), _Movable()
     cfg = make_cfg("--device-id", "5")
     init(trainer, cfg, None, model, criterion)
@@ -136,14 +123,14 @@ def test_trainer_leaves_moving_to_the_ddp_wrapper(npu_stand_in):
         _fake_trainer_init(self, *args)
         self.use_distributed_wrapper = True
 
-    init = hooks.rewrap(Trainer.__init__, init_with_wrapper)
+    init = patching.rewrap(Trainer.__init__, init_with_wrapper)
     trainer, model = SimpleNamespace(), _Movable()
     init(trainer, make_cfg(), None, model, _Movable())
     assert trainer.device.type == "npu" and model.moved_to == []
 
 
 def test_trainer_cpu_flag_beats_npu(npu_stand_in):
-    init = hooks.rewrap(Trainer.__init__, _fake_trainer_init)
+    init = patching.rewrap(Trainer.__init__, _fake_trainer_init)
     trainer, model = SimpleNamespace(), _Movable()
     init(trainer, make_cfg("--cpu"), None, model, _Movable())
     assert trainer.device == torch.device("cpu") and model.moved_to == []
@@ -155,7 +142,7 @@ def test_trainer_tunes_the_cpu_allocator_on_cpu_only(npu_stand_in, monkeypatch):
 
     tuned = []
     monkeypatch.setattr(cpu_allocator, "apply_for", lambda model: tuned.append(model))
-    init = hooks.rewrap(Trainer.__init__, _fake_trainer_init)
+    init = patching.rewrap(Trainer.__init__, _fake_trainer_init)
     init(SimpleNamespace(), make_cfg(), None, _Movable(), _Movable())  # npu
     assert tuned == []
     model = _Movable()
@@ -166,7 +153,7 @@ def test_trainer_tunes_the_cpu_allocator_on_cpu_only(npu_stand_in, monkeypatch):
 def test_trainer_honours_cpu_choice_on_a_cuda_machine(monkeypatch):
     monkeypatch.setenv(device.ENV_VAR, "cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    init = hooks.rewrap(Trainer.__init__, _fake_trainer_init)
+    init = patching.rewrap(Trainer.__init__, _fake_trainer_init)
     trainer = SimpleNamespace()
     init(trainer, make_cfg(), None, _Movable(), _Movable())
     assert trainer.saw_cpu_flag is True  # stock Trainer then picks cpu instead of cuda
@@ -175,7 +162,7 @@ def test_trainer_honours_cpu_choice_on_a_cuda_machine(monkeypatch):
 def test_prepare_sample_moves_batches_to_npu(npu_stand_in, monkeypatch):
     moved = []
     monkeypatch.setattr(utils, "move_to_cuda", lambda sample, device=None: moved.append(device) or sample)
-    prepare = hooks.rewrap(Trainer._prepare_sample, lambda self, sample, is_dummy=False: (sample, is_dummy))
+    prepare = patching.rewrap(Trainer._prepare_sample, lambda self, sample, is_dummy=False: (sample, is_dummy))
     npu_trainer = SimpleNamespace(device=torch.device("npu", 0))
     assert prepare(npu_trainer, {"id": torch.tensor([1])}) == ({"id": torch.tensor([1])}, False)
     assert moved == [torch.device("npu", 0)]
@@ -190,7 +177,7 @@ def test_npu_cache_emptied_after_first_update_only(npu_stand_in):
         updates["n"] += 1
         return {"loss": 1.0}
 
-    step = hooks.rewrap(Trainer.train_step, stock_train_step)
+    step = patching.rewrap(Trainer.train_step, stock_train_step)
     trainer = SimpleNamespace(device=torch.device("npu", 0), get_num_updates=lambda: updates["n"])
     assert step(trainer, []) == {"loss": 1.0}
     step(trainer, [])
@@ -249,7 +236,7 @@ def test_torchrun_env_gives_device_from_local_rank(monkeypatch):
     dt = make_cfg().distributed_training  # world size left at its default: torchrun's WORLD_SIZE is used
     if not torch.cuda.is_available():  # what the hook is for: stock divides by torch.cuda.device_count()
         with pytest.raises(ZeroDivisionError):
-            hooks.original_of(dist_utils._infer_torch_distributed_launch_init)(make_cfg().distributed_training)
+            patching.original_of(dist_utils._infer_torch_distributed_launch_init)(make_cfg().distributed_training)
     dist_utils.infer_init_method(dt)
     assert (dt.distributed_init_method, dt.distributed_world_size, dt.distributed_rank, dt.device_id,
             dt.distributed_no_spawn) == ("env://", 4, 3, 1, True)
@@ -307,7 +294,7 @@ def test_slurm_one_task_per_node_spawns_this_nodes_npus(npu_stand_in, slurm_job,
     slurm_job(SLURM_NNODES=2, SLURM_NODEID=1, SLURM_NTASKS_PER_NODE=1)
     # what the hook is for: stock sizes the job by torch.cuda.device_count(), 0 here, so the world is 2 x 0
     stock = make_cfg("--distributed-world-size", "16", "--distributed-port", "12345").distributed_training
-    hooks.original_of(dist_utils._infer_slurm_init)(stock, None)
+    patching.original_of(dist_utils._infer_slurm_init)(stock, None)
     assert stock.distributed_world_size == 0
     cfg = make_cfg("--distributed-world-size", "16", "--distributed-port", "12345")
     assert _call_main_recorded(cfg, monkeypatch) == dict(

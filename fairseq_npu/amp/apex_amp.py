@@ -3,7 +3,7 @@
 The Ascend ModelZoo fork of fairseq called ``amp.initialize(model, optimizer, opt_level, loss_scale,
 combine_grad=...)`` once the Trainer had its model and optimizer, and ran every backward pass as
 ``with amp.scale_loss(loss, optimizer) as scaled_loss: scaled_loss.backward()``. This module does the same from
-outside, through three hooks (listed in ``fairseq_npu.hooks.HOOKS``):
+outside, through hooks on these (listed in ``fairseq_npu.hooks.HOOKS``, wrappers in fairseq_npu/hooks/):
 
 * ``Trainer._build_optimizer``: after the stock build, ``amp.initialize`` on the model and the torch optimizer
   inside fairseq's optimizer; the returned objects replace the ones fairseq holds. fairseq builds the optimizer
@@ -83,7 +83,7 @@ def _amp_module():
     return importlib.import_module("apex.amp")
 
 
-def _loss_scale(amp) -> Optional[float]:
+def loss_scale(amp) -> Optional[float]:
     """apex's current loss scale (loss scaler 0), where this build exposes it."""
     try:
         state = importlib.import_module(amp.__name__ + "._amp_state")._amp_state
@@ -92,7 +92,7 @@ def _loss_scale(amp) -> Optional[float]:
         return None
 
 
-def _skip_pending(optimizer) -> bool:
+def skip_pending(optimizer) -> bool:
     """apex found inf/nan gradients in the last scale_loss and replaced optimizer.step by a one-shot skip."""
     return bool(getattr(getattr(optimizer, "_amp_stash", None), "already_patched", False))
 
@@ -133,7 +133,7 @@ def _combine_grad(amp, fairseq_optimizer) -> bool:
     return accepts and device.get().type == "npu" and getattr(fairseq_optimizer, "impl", None) == "npu"
 
 
-def _trainable_param_ids(trainer) -> List[int]:
+def trainable_param_ids(trainer) -> List[int]:
     params = list(trainer._model.parameters()) + list(trainer._criterion.parameters())
     return [id(p) for p in params if p.requires_grad]
 
@@ -172,144 +172,9 @@ def initialize(trainer, req: ApexRequest) -> None:
         trainer._wrapped_model = None
         if wrapped_before:
             gc.collect()  # the old wrapper's reducer unhooks the parameters when it is freed
-    setattr(fairseq_optimizer, STATE_ATTR, ApexState(amp, req, _trainable_param_ids(trainer), 0, kwargs))
+    setattr(fairseq_optimizer, STATE_ATTR, ApexState(amp, req, trainable_param_ids(trainer), 0, kwargs))
     logger.info(f"fairseq_npu: apex.amp.initialize({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})")
 
 
 def state_of(fairseq_optimizer) -> Optional[ApexState]:
     return getattr(fairseq_optimizer, STATE_ATTR, None)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# hooks (installed by fairseq_npu.hooks.HOOKS)
-
-
-def install_build_optimizer():
-    """Trainer._build_optimizer: amp.initialize after the stock build; later rebuilds keep apex's optimizer."""
-    from fairseq.trainer import Trainer
-
-    from fairseq_npu.hooks import wrap
-
-    def make(original):
-        def _build_optimizer(self):
-            kept = state_of(self._optimizer) if self._optimizer is not None else None
-            if kept is not None:  # this model is apex's already, whatever was parsed since
-                if _trainable_param_ids(self) != kept.param_ids:
-                    raise RuntimeError("--use-apex: the model's parameters changed after apex.amp.initialize "
-                                       "(apex cannot initialize twice); drop --use-apex for this run")
-                return  # fairseq rebuilds the optimizer before loading a checkpoint into it: keep apex's
-            req = requested()
-            common = self.cfg.common
-            precision = common.fp16 or common.bf16 or common.amp or common.memory_efficient_fp16 \
-                or common.memory_efficient_bf16
-            if req is None or precision:
-                return original(self)
-            original(self)
-            initialize(self, req)
-
-        return _build_optimizer
-
-    wrap(Trainer, "_build_optimizer", make)
-
-
-def install_backward():
-    """FairseqOptimizer.backward: ``with amp.scale_loss(loss, optimizer) as scaled: scaled.backward()``."""
-    from fairseq.optim.fairseq_optimizer import FairseqOptimizer
-
-    from fairseq_npu.hooks import wrap
-
-    def make(original):
-        def backward(self, loss):
-            state = state_of(self)
-            if state is None:
-                return original(self, loss)
-            with state.amp.scale_loss(loss, self.optimizer) as scaled_loss:
-                scaled_loss.backward()
-
-        return backward
-
-    wrap(FairseqOptimizer, "backward", make)
-
-
-def install_overflow_skip():
-    """FairseqOptimizer.clip_grad_norm (and fused_adamw's own): a step apex skips becomes fairseq's OverflowError
-    (no update counted)."""
-    from fairseq.logging import metrics
-    from fairseq.optim.fairseq_optimizer import FairseqOptimizer
-
-    from fairseq_npu.amp.overflow import log_overflows
-
-    from fairseq_npu.hooks import wrap
-
-    def make(original):
-        def clip_grad_norm(self, max_norm, aggregate_norm_fn=None):
-            state = state_of(self)
-            if state is None:
-                return original(self, max_norm, aggregate_norm_fn)
-            scale = _loss_scale(state.amp)
-            if scale is not None:
-                metrics.log_scalar("loss_scale", scale, priority=700, round=4, weight=0)
-            if _skip_pending(self.optimizer):
-                self.optimizer.step()  # apex's one-shot skip: restores step() and drops the master gradients
-                state.overflows += 1
-                log_overflows(state.overflows)
-                raise OverflowError(f"apex.amp skipped the step; loss scale now {scale}")
-            grad_norm = original(self, max_norm, aggregate_norm_fn)
-            if not torch.isfinite(grad_norm).all():
-                # a static --loss-scale: apex would step on inf/nan gradients; skip the update instead
-                state.overflows += 1
-                log_overflows(state.overflows)
-                raise OverflowError(f"inf/nan gradients under apex.amp's static loss scale {scale}")
-            log_overflows(state.overflows)
-            return grad_norm
-
-        return clip_grad_norm
-
-    wrap(FairseqOptimizer, "clip_grad_norm", make)
-    # fused_adamw computes the norm itself (multi-tensor) instead of inheriting the method wrapped above
-    from fairseq_npu.optim.fused_adamw import FairseqFusedAdamW
-
-    wrap(FairseqFusedAdamW, "clip_grad_norm", make)
-
-
-def install_state_dict():
-    """FairseqOptimizer.state_dict / load_state_dict: apex's loss-scaler state saved and restored with the
-    optimizer's (apex keeps it in module globals, which no checkpoint would otherwise see)."""
-    from fairseq.optim.fairseq_optimizer import FairseqOptimizer
-
-    from fairseq_npu.hooks import wrap
-
-    def make_save(original):
-        def state_dict(self):
-            state = state_of(self)
-            saved = original(self)
-            if state is not None and hasattr(state.amp, "state_dict"):
-                saved = dict(saved, **{STATE_KEY: state.amp.state_dict()})
-            return saved
-
-        return state_dict
-
-    def make_load(original):
-        def load_state_dict(self, state_dict, optimizer_overrides=None):
-            amp_state = None
-            if isinstance(state_dict, dict) and STATE_KEY in state_dict:
-                state_dict = dict(state_dict)
-                amp_state = state_dict.pop(STATE_KEY)  # the torch optimizer must not see it
-            result = original(self, state_dict, optimizer_overrides)
-            state = state_of(self)
-            if state is None:
-                if amp_state is not None:
-                    logger.info("fairseq_npu: the checkpoint holds apex.amp loss-scale state; this run does not "
-                                "use --use-apex, so it is ignored")
-            elif amp_state is None:
-                logger.warning("fairseq_npu: --use-apex resumes from a checkpoint without apex.amp state; the "
-                               f"loss scale starts again from {_loss_scale(state.amp)}")
-            else:
-                state.amp.load_state_dict(amp_state)
-                logger.info(f"fairseq_npu: apex.amp loss scale restored to {_loss_scale(state.amp)}")
-            return result
-
-        return load_state_dict
-
-    wrap(FairseqOptimizer, "state_dict", make_save)
-    wrap(FairseqOptimizer, "load_state_dict", make_load)

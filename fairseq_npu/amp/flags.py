@@ -24,7 +24,7 @@ import torch
 
 from fairseq_npu import device
 from fairseq_npu.amp import apex_amp
-from fairseq_npu.argv import flag_value
+from fairseq_npu.argv import flag_value, has_flag
 
 logger = logging.getLogger(__name__)
 
@@ -93,10 +93,6 @@ def add_args(parser) -> None:
                             "(NpuFusedAdamW on npu)")
 
 
-def _has(argv: List[str], flag: str) -> bool:
-    return any(a == flag or a.startswith(flag + "=") for a in argv)
-
-
 def apex_available() -> bool:
     try:
         importlib.import_module("apex.amp")
@@ -109,7 +105,7 @@ def translate(argv: List[str]) -> List[str]:
     """Rewrite the ModelZoo flags into this plugin's; returns the new argv, logs one line per rewrite."""
     argv = list(argv)
     notes = []
-    if _has(argv, "--use-npu-adam"):
+    if has_flag(argv, "--use-npu-adam"):
         optimizer = flag_value(argv, "--optimizer")
         if optimizer == "adam":
             argv = [("--optimizer=fused_adamw" if a == "--optimizer=adam" else a) for a in argv]
@@ -122,7 +118,7 @@ def translate(argv: List[str]) -> List[str]:
 
     loss_scale = flag_value(argv, "--loss-scale")
     # apex.amp runs the ModelZoo recipe itself when it is installed and no precision flag overrides it
-    use_apex = _has(argv, "--use-apex") and not any(_has(argv, f) for f in PRECISION_FLAGS) and apex_available()
+    use_apex = has_flag(argv, "--use-apex") and not any(has_flag(argv, f) for f in PRECISION_FLAGS) and apex_available()
     apex_amp.request((flag_value(argv, "--opt-level") or "O1") if use_apex else None, loss_scale)
     if use_apex:
         level = flag_value(argv, "--opt-level") or "O1"
@@ -131,18 +127,18 @@ def translate(argv: List[str]) -> List[str]:
     elif loss_scale not in (None, "dynamic"):
         scale = str(int(float(loss_scale)))
         argv += ["--fp16-init-scale", scale]
-        if not _has(argv, "--fp16-scale-window") and not _has(argv, "--amp-scale-window"):
+        if not has_flag(argv, "--fp16-scale-window") and not has_flag(argv, "--amp-scale-window"):
             argv += ["--fp16-scale-window", str(NEVER)]
         notes.append(f"--loss-scale {loss_scale}: loss scale starts at {scale} and is never raised")
 
-    if _has(argv, "--use-apex") and not use_apex:
+    if has_flag(argv, "--use-apex") and not use_apex:
         level = flag_value(argv, "--opt-level") or "O1"
         if level != "O0":
             mode = "--amp" if level == "O1" else "--fp16"
-            explicit = [f for f in PRECISION_FLAGS if _has(argv, f)]
+            explicit = [f for f in PRECISION_FLAGS if has_flag(argv, f)]
             if not explicit:
                 argv.append(mode)
-                if level == "O1" and not _has(argv, "--amp-dtype"):
+                if level == "O1" and not has_flag(argv, "--amp-dtype"):
                     argv += ["--amp-dtype", "float16"]  # apex O1 is fp16 autocast
             if explicit:  # apex or not, an explicit precision flag wins over the --opt-level mapping
                 notes.append(f"{explicit[0]} given: --use-apex --opt-level {level} runs as {explicit[0]} "
@@ -156,6 +152,6 @@ def translate(argv: List[str]) -> List[str]:
 
 def unset_bf16_tpu(args, argv: List[str]):
     """Stock parse_args_and_arch sets tpu=True for every --bf16 run; keep tpu only when asked for."""
-    if getattr(args, "bf16", False) and getattr(args, "tpu", False) and not _has(argv, "--tpu"):
+    if getattr(args, "bf16", False) and getattr(args, "tpu", False) and not has_flag(argv, "--tpu"):
         args.tpu = False
     return args

@@ -6,12 +6,11 @@ fairseq.trainer gets ``TorchForTrainer`` as its ``torch``: the same module, exce
 (called nowhere else in that file) returns a tensor whose ``.cuda()`` goes to the selected backend's device.
 """
 
-import types
-
 import torch
 from fairseq.logging import metrics
 
 from fairseq_npu import device
+from fairseq_npu.patching import ModuleProxy
 
 
 class _BackendTensor(torch.Tensor):
@@ -27,20 +26,11 @@ class _BackendTensor(torch.Tensor):
         return plain.to(backend.device())
 
 
-class TorchForTrainer(types.ModuleType):
+class TorchForTrainer(ModuleProxy):
     """Stands in for ``torch`` inside fairseq.trainer (see the module docstring)."""
 
-    def __init__(self, torch_module):
-        super().__init__("torch")
-        self._torch = torch_module
-
-    def __getattr__(self, name):
-        return getattr(self._torch, name)
-
     def tensor(self, *args, **kwargs):
-        return self._torch.tensor(*args, **kwargs).as_subclass(_BackendTensor)
-
-    tensor.__fairseq_npu_original__ = torch.tensor  # marks the hook as installed (fairseq_npu.hooks.is_hooked)
+        return self._module.tensor(*args, **kwargs).as_subclass(_BackendTensor)
 
 
 def log_overflows(count: int) -> None:

@@ -1,0 +1,52 @@
+"""Hooks on fairseq's command line (``fairseq.options``): the device flag and the mixed-precision flags.
+
+The flags themselves are defined by ``fairseq_npu.device`` and ``fairseq_npu.amp.flags``; these wrappers add them
+to the parsers fairseq builds and rewrite the Ascend ModelZoo spellings before fairseq parses.
+"""
+
+import argparse
+import sys
+
+from fairseq_npu import device
+from fairseq_npu.amp import flags
+
+
+class _DeviceTypeAction(argparse.Action):
+    def __call__(self, parser, namespace, value, option_string=None):
+        setattr(namespace, self.dest, value)
+        device.set_backend(value)  # exported through the environment, so spawned workers agree
+
+
+def add_distributed_training_args(original):
+    def add_distributed_training_args(parser, *args, **kwargs):
+        group = original(parser, *args, **kwargs)
+        if not any("--device-type" in a.option_strings for a in parser._actions):
+            group.add_argument(
+                "--device-type", choices=device.DEVICE_TYPES, default=None, action=_DeviceTypeAction,
+                help=f"fairseq_npu: device to train on (default: ${device.ENV_VAR} or auto: npu > cuda > cpu)",
+            )
+            # stock defaults to nccl with cuda and gloo without, so an npu run would get gloo; "auto" is
+            # resolved to the device's backend (hccl / nccl / gloo) when the process group is created
+            parser.set_defaults(distributed_backend="auto")
+        return group
+
+    return add_distributed_training_args
+
+
+def add_optimization_args(original):
+    def add_optimization_args(parser, *args, **kwargs):
+        group = original(parser, *args, **kwargs)
+        flags.add_args(parser)
+        return group
+
+    return add_optimization_args
+
+
+def parse_args_and_arch(original):
+    def parse_args_and_arch(parser, input_args=None, *args, **kwargs):
+        argv = flags.translate(sys.argv[1:] if input_args is None else list(input_args))
+        result = original(parser, argv, *args, **kwargs)
+        flags.unset_bf16_tpu(result[0] if isinstance(result, tuple) else result, argv)
+        return result
+
+    return parse_args_and_arch

@@ -1,0 +1,103 @@
+"""Hooks on ``fairseq.trainer``: the Trainer's device, its batches, its cache, its gradient norm, apex.amp, and the
+overflow handler's ``torch.tensor(0.0).cuda()``. Every change to the Trainer is in this file."""
+
+import torch
+from omegaconf import open_dict
+
+from fairseq_npu import cpu_allocator, device
+from fairseq_npu.amp import apex_amp
+from fairseq_npu.amp.overflow import TorchForTrainer
+
+
+def init(original):
+    def __init__(self, cfg, task, model, criterion, *args, **kwargs):
+        backend = device.get()
+        if cfg.common.cpu:
+            backend = device.set_backend(force_cpu=True)
+        elif backend.type == "cpu" and torch.cuda.is_available():
+            with open_dict(cfg):  # cpu chosen on a cuda machine: stock would still take cuda
+                cfg.common.cpu = True
+        if backend.type == "cpu" or cfg.common.cpu:
+            cpu_allocator.apply_for(model)  # before the first update allocates its gradients
+        original(self, cfg, task, model, criterion, *args, **kwargs)
+        if backend.type == "npu" and not cfg.common.cpu:
+            if cfg.distributed_training.distributed_world_size <= 1:
+                backend.set_device(cfg.distributed_training.device_id)
+            self.device = backend.device()
+            if not self.use_distributed_wrapper:  # the DDP wrapper moves the model itself
+                self._criterion = self._criterion.to(device=self.device)
+                self._model = self._model.to(device=self.device)
+
+    return __init__
+
+
+def prepare_sample(original):
+    from fairseq import utils
+
+    def _prepare_sample(self, sample, is_dummy=False):
+        sample, is_dummy_out = original(self, sample, is_dummy)
+        if self.device.type not in ("cpu", "cuda") and sample:
+            sample = utils.move_to_cuda(sample, device=self.device)  # a plain .to(device), any device
+        return sample, is_dummy_out
+
+    return _prepare_sample
+
+
+def train_step(original):
+    def train_step(self, samples, raise_oom=False):
+        first = self.get_num_updates() == 0
+        result = original(self, samples, raise_oom)
+        if first and self.device.type == "npu":
+            device.get().empty_cache()  # stock does this on cuda only, after the first update
+        return result
+
+    return train_step
+
+
+def clip_grad_norm(original):
+    from fairseq.distributed import utils as distributed_utils
+
+    def clip_grad_norm(self, clip_norm):
+        if self.device.type == "cuda":
+            return original(self, clip_norm)
+
+        # Off cuda: a copy of stock's body (fairseq 0.12.3 as ve-fairseq packages it, Trainer.clip_grad_norm) with
+        # the aggregated norm moved to the trainer's device instead of .cuda(); the norm is made inside the
+        # optimizer, out of reach of a wrapper.
+        def agg_norm_fn(total_norm):
+            total_norm = total_norm.to(self.device).float() ** 2
+            total_norm = distributed_utils.all_reduce(total_norm, group=self.data_parallel_process_group)
+            return total_norm ** 0.5
+
+        should_agg_norm = self.is_fsdp and (
+            self.data_parallel_process_group is not None or torch.distributed.is_initialized()
+        )
+        return self.optimizer.clip_grad_norm(clip_norm, aggregate_norm_fn=agg_norm_fn if should_agg_norm else None)
+
+    return clip_grad_norm
+
+
+def apex_build_optimizer(original):
+    """--use-apex: amp.initialize after the stock build; later rebuilds keep apex's optimizer."""
+
+    def _build_optimizer(self):
+        kept = apex_amp.state_of(self._optimizer) if self._optimizer is not None else None
+        if kept is not None:  # this model is apex's already, whatever was parsed since
+            if apex_amp.trainable_param_ids(self) != kept.param_ids:
+                raise RuntimeError("--use-apex: the model's parameters changed after apex.amp.initialize "
+                                   "(apex cannot initialize twice); drop --use-apex for this run")
+            return  # fairseq rebuilds the optimizer before loading a checkpoint into it: keep apex's
+        req = apex_amp.requested()
+        common = self.cfg.common
+        precision = common.fp16 or common.bf16 or common.amp or common.memory_efficient_fp16 \
+            or common.memory_efficient_bf16
+        if req is None or precision:
+            return original(self)
+        original(self)
+        apex_amp.initialize(self, req)
+
+    return _build_optimizer
+
+
+# fairseq.trainer's ``torch``: the module, with a ``torch.tensor`` whose ``.cuda()`` lands on the backend
+torch_module = TorchForTrainer
