@@ -3,7 +3,9 @@
     fairseq-npu-predict SST-2-bin --path checkpoints/checkpoint_best.pt [--split test] [--output-dir submission]
 
 Writes ``OUTPUT_DIR/<file>`` with a header ``index<TAB>prediction`` and one row per sentence of the split, in the
-split's order (index = line number). ``<file>`` is the leaderboard's name for test splits (``SST-2.tsv``; MNLI's
+split's order. ``index`` is the row's GLUE index (its 0-based data row in the tsv), also where preprocessing
+dropped rows (``--skip-bad-rows``): ``preprocess.json`` records them. A submission that would miss rows is refused
+with their indices, unless ``--allow-missing-rows`` writes it anyway and lists them. ``<file>`` is the leaderboard's name for test splits (``SST-2.tsv``; MNLI's
 ``test``/``test1`` are ``MNLI-m.tsv``/``MNLI-mm.tsv``), else ``TASK.SPLIT.tsv``; ``--output-file`` overrides it.
 Classes are written as their label strings (mapped back through the label dictionary); STS-B scores are the
 regression output times 5 (its labels were divided by 5 at preprocessing). The file appears complete or not at all.
@@ -13,9 +15,12 @@ import argparse
 import os
 import sys
 import tempfile
-from typing import Dict
+from typing import Dict, List
 
 from fairseq_npu.cli.inference import Predictor, add_common_args, quiet_logs
+from fairseq_npu.preprocess.manifest import glue_indices
+
+LISTED_INDICES = 20  # missing indices named in a message; more are counted
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -25,7 +30,16 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-file", default=None, help="exact path of the prediction file (overrides the name)")
     parser.add_argument("--regression-scale", type=float, default=None,
                         help="multiply regression outputs by this (default: 5 for STS-B, else 1)")
+    parser.add_argument("--allow-missing-rows", action="store_true",
+                        help="write the file even if rows of the GLUE split have no prediction (preprocessing "
+                             "dropped them), and list their indices; the leaderboard refuses such files")
     return parser
+
+
+def format_indices(indices: List[int]) -> str:
+    shown = ", ".join(str(i) for i in indices[:LISTED_INDICES])
+    more = len(indices) - LISTED_INDICES
+    return f"{shown}, ... ({more} more)" if more > 0 else shown
 
 
 def predictions(predictor: Predictor, split: str, scale: float) -> Dict[int, str]:
@@ -49,7 +63,7 @@ def write_atomically(path: str, rows: Dict[int, str]) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             f.write("index\tprediction\n")
-            for i in range(len(rows)):
+            for i in sorted(rows):
                 f.write(f"{i}\t{rows[i]}\n")
         os.replace(tmp, path)
     except BaseException:
@@ -79,11 +93,20 @@ def cli_main(argv=None) -> int:
         if missing:
             raise ValueError(f"{args.data} {split}: no prediction for {len(missing)} of {expected} sentences "
                              f"(first: line {missing[0]}); were some longer than the model's max positions?")
+        index_of, source_rows, dropped = glue_indices(args.data, split, expected)
+        rows = {index_of[i]: text for i, text in rows.items()}
+        if dropped and not args.allow_missing_rows:
+            raise ValueError(f"{args.data} {split}: {len(dropped)} of {source_rows} GLUE rows have no prediction, "
+                             f"preprocessing dropped them (indices {format_indices(dropped)}); fix them and "
+                             "preprocess again, or pass --allow-missing-rows to write the file without them")
         write_atomically(path, rows)
     except (FileNotFoundError, ValueError) as err:
         print(f"fairseq-npu-predict: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {len(rows)} predictions to {path}")
+    if dropped:
+        print(f"fairseq-npu-predict: warning: {path} lacks {len(dropped)} of {source_rows} GLUE rows, dropped at "
+              f"preprocessing (indices {format_indices(dropped)})", file=sys.stderr)
     return 0
 
 

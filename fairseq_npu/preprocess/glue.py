@@ -33,12 +33,12 @@ from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq_npu import albert_vocab
 from fairseq_npu.preprocess import albert_spm, gpt2_bpe, output_swap
 from fairseq_npu.preprocess.binarize import build_label_dictionary, encode_labels, write_dataset
+from fairseq_npu.preprocess.manifest import MANIFEST
 from fairseq_npu.glue_tasks import ALL_TASKS, GLUE_TASKS, GlueTask, glue_task
 from fairseq_npu.preprocess.tsv_reader import GlueInputError, SplitRows, read_split, stsb_target
 
 logger = logging.getLogger("fairseq_npu.preprocess.glue")
 
-MANIFEST = "preprocess.json"
 BAD_INPUT = 2  # exit status for bad input (files, flags), as argparse uses for bad usage
 
 

@@ -1,0 +1,43 @@
+"""``TASK-bin/preprocess.json``: what the preprocessor wrote, and which GLUE row each binarized row came from.
+
+GLUE's ``index`` of a row is its 0-based data row in the tsv (the ``index`` column of the test files). fairseq's
+binary datasets only know positions, which shift after a row is dropped (``--skip-bad-rows``, QQP's field-count
+rule). The manifest records, per split, the rows of the source file and the GLUE indices that were dropped, so a
+submission can be numbered with the original indices.
+"""
+
+import json
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+MANIFEST = "preprocess.json"
+
+
+def read_manifest(bin_dir) -> Optional[dict]:
+    path = Path(bin_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: unreadable preprocessing manifest ({err})") from None
+
+
+def glue_indices(bin_dir, split: str, num_rows: int) -> Tuple[List[int], int, List[int]]:
+    """(GLUE index of each of the ``num_rows`` dataset rows, rows in the source tsv, GLUE indices not binarized).
+
+    A folder without a manifest (written by fairseq's own script), or one from before the manifest recorded
+    dropped rows, maps position i to index i: its rows were never dropped by this preprocessor.
+    """
+    manifest = read_manifest(bin_dir)
+    info = ((manifest or {}).get("splits") or {}).get(split)
+    if not info or "source_rows" not in info:
+        return list(range(num_rows)), num_rows, []
+    dropped = sorted(int(i) for i in info.get("dropped_indices", ()))
+    source_rows = int(info["source_rows"])
+    if int(info.get("rows", num_rows)) != num_rows or source_rows - len(dropped) != num_rows:
+        raise ValueError(f"{Path(bin_dir) / MANIFEST}: split {split!r} has {info.get('rows')} rows there but "
+                         f"{num_rows} in the dataset; was the folder changed after preprocessing?")
+    skip = set(dropped)
+    return [i for i in range(source_rows) if i not in skip], source_rows, dropped

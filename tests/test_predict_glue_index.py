@@ -1,0 +1,99 @@
+"""A submission keeps GLUE's row indices when preprocessing dropped rows (--skip-bad-rows), or is refused.
+
+The real commands end to end on a tiny SST-2 folder: fairseq-npu-preprocess-glue --skip-bad-rows, fairseq-train
+(one update of a tiny RoBERTa with the real GPT-2 vocabulary), fairseq-npu-predict.
+"""
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from glue_tiny_data import tiny_roberta_args, train_in_process
+
+SHARED = Path(os.environ.get("FAIRSEQ_NPU_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+GPT2 = SHARED / "vocab" / "gpt2_bpe"
+TEST_ROWS = 10
+BAD_ROWS = (3, 7)  # GLUE indices of test rows with an empty sentence: dropped by --skip-bad-rows
+
+
+def _tsv(path: Path, header, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join("\t".join(map(str, r)) + "\n" for r in [header] + rows), encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    if not (GPT2 / "encoder.json").is_file():
+        pytest.skip(f"GPT-2 BPE files not found at {GPT2}")
+    from fairseq_npu.preprocess import glue
+
+    root = tmp_path_factory.mktemp("glue_index")
+    task = root / "glue" / "SST-2"
+    words = ["good", "bad", "fine", "awful", "great", "dull", "nice", "poor"]
+    _tsv(task / "train.tsv", ["sentence", "label"], [[f"a {w} movie", i % 2] for i, w in enumerate(words * 2)])
+    _tsv(task / "dev.tsv", ["sentence", "label"], [[f"the {w} film", i % 2] for i, w in enumerate(words)])
+    _tsv(task / "test.tsv", ["index", "sentence"],
+         [[i, " " if i in BAD_ROWS else f"test sentence number {i} {words[i % 8]}"] for i in range(TEST_ROWS)])
+    assert glue.main([str(root / "glue"), "SST-2", "--vocab-dir", str(GPT2), "--dest", str(root), "--workers", "1",
+                      "--no-download", "--skip-bad-rows"]) == 0
+    data = root / "SST-2-bin"
+    args = tiny_roberta_args(data, "sentence_prediction_npu", ["--max-update", "1", "--save-dir", str(root / "ckpt")])
+    train_in_process([a for a in args if a != "--no-save"])
+    return data, root / "ckpt" / "checkpoint_last.pt"
+
+
+def _predict(argv, capsys):
+    from fairseq_npu.cli.predict import cli_main
+
+    level = logging.getLogger().level
+    try:
+        code = cli_main(argv)
+    finally:
+        logging.getLogger().setLevel(level)
+    out, err = capsys.readouterr()
+    return code, out.strip(), err.strip()
+
+
+def _positions_in_order(data, checkpoint):
+    """The label the model gives each binarized test row, by dataset position (one sentence at a time)."""
+    import torch
+    from fairseq import checkpoint_utils
+
+    models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(checkpoint)],
+                                                                       arg_overrides={"data": str(data)})
+    model = models[0].eval()
+    task.load_dataset("test")
+    ds, labels = task.dataset("test"), task.label_dictionary
+    with torch.no_grad():
+        out = [model(ds[i]["net_input.src_tokens"][None], features_only=True,
+                     classification_head_name="sentence_classification_head")[0][0] for i in range(len(ds))]
+    return [labels[int(o.argmax()) + labels.nspecial] for o in out]
+
+
+def test_dropped_test_rows_refuse_the_submission(trained, tmp_path, capsys):
+    data, checkpoint = trained
+    code, out, err = _predict([str(data), "--path", str(checkpoint), "--output-dir", str(tmp_path)], capsys)
+    assert code == 2 and out == ""
+    assert err.splitlines()[-1] == (
+        f"fairseq-npu-predict: error: {data} test: 2 of 10 GLUE rows have no prediction, preprocessing dropped "
+        "them (indices 3, 7); fix them and preprocess again, or pass --allow-missing-rows to write the file without "
+        "them")
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_allow_missing_rows_keeps_the_glue_indices(trained, tmp_path, capsys):
+    data, checkpoint = trained
+    code, out, err = _predict([str(data), "--path", str(checkpoint), "--output-dir", str(tmp_path),
+                               "--allow-missing-rows"], capsys)
+    path = tmp_path / "SST-2.tsv"
+    assert code == 0 and out == f"wrote 8 predictions to {path}"
+    assert err.splitlines()[-1] == (f"fairseq-npu-predict: warning: {path} lacks 2 of 10 GLUE rows, dropped at "
+                                    "preprocessing (indices 3, 7)")
+    lines = path.read_text().splitlines()
+    assert lines[0] == "index\tprediction"
+    body = [line.split("\t") for line in lines[1:]]
+    kept = [i for i in range(TEST_ROWS) if i not in BAD_ROWS]
+    assert [int(i) for i, _ in body] == kept  # 0 1 2 4 5 6 8 9: not renumbered 0..7
+    assert [p for _, p in body] == _positions_in_order(data, checkpoint)  # row k is GLUE row k's prediction
