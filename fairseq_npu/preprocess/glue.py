@@ -291,9 +291,9 @@ def _build(layout, present, source, out, dest, model, vocab_dir, workers, spm_mo
     work.mkdir()
     normalize = str.strip if model == "roberta" else albert_spm.albert_normalize
     splits = [read_split(source / s.tsv, s, layout, normalize, skip_bad_rows) for s in present]
-    _check_dev_labels(layout, splits, skip_bad_rows)
     for rows in splits:
         _require_rows(rows)
+    _check_dev_labels(layout, splits, skip_bad_rows)
 
     if model == "roberta":
         vocab = _roberta_vocabulary(vocab_dir, workers, bpe_backend, download)
