@@ -28,6 +28,9 @@ PLUGIN_REQUIREMENTS = [
     "sentencepiece>=0.1.99",  # ALBERT vocabulary
     "tiktoken>=0.8",  # fast GPT-2 byte-level BPE; ids checked identical to fairseq's encoder (tests)
     "safetensors",  # Hugging Face checkpoints
+    # --tensorboard-logdir: fairseq writes with tensorboardX first (~0.1 MB + protobuf); the viewer (tensorboard,
+    # ~30 MB with grpcio) is only needed where the logs are looked at
+    "tensorboardX",
 ]
 
 setup(
@@ -50,6 +53,7 @@ setup(
         "console_scripts": [
             "fairseq-npu-preprocess-glue = fairseq_npu.preprocess.glue:cli_main",
             "fairseq-npu-convert = fairseq_npu.convert.cli:cli_main",
+            "fairseq-npu-export = fairseq_npu.convert.export:cli_main",
             "fairseq-npu-evaluate = fairseq_npu.cli.evaluate:cli_main",
             "fairseq-npu-predict = fairseq_npu.cli.predict:cli_main",
         ]

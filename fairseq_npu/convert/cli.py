@@ -92,7 +92,9 @@ def get_parser():
 
 
 def cli_main(argv=None):
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    # force: importing fairseq already configured the root logger at DEBUG (its wav2vec2_classification module
+    # calls logging.basicConfig(level=DEBUG)), which would print Hydra's DEBUG lines
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, force=True)
     args = get_parser().parse_args(argv)
     try:
         path, arch, options, notes = convert(args.src, args.dest, args.model, args.head_name,

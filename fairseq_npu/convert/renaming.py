@@ -1,7 +1,8 @@
 """Two-way tensor renaming by name templates such as ``"a.{g}.b.{w}" -> "x.{g}.{w}"``.
 
 Forward, every source name must match a rule (else it is reported as unexpected); backward, a target name is
-turned into the source name it would come from, so errors about missing tensors speak the source's language.
+turned into the source name it would come from, so errors about missing tensors speak the source's language, and
+``backward`` renames a whole target state dict back (the exporter runs the converter's tables in reverse).
 """
 
 import re
@@ -32,6 +33,20 @@ class Renamer:
                 if m:
                     if target is not None:
                         out[target.format(**m.groupdict())] = tensor
+                    break
+            else:
+                unknown.append(name)
+        reject_unexpected(unknown, source)
+        return out
+
+    def backward(self, state: Dict[str, torch.Tensor], source: str):
+        """Target names -> source names; the first rule producing a name wins, as in :meth:`source_name`."""
+        out, unknown = {}, []
+        for name, tensor in state.items():
+            for _, src, target_re, _ in self.rules:
+                m = target_re.fullmatch(name) if target_re is not None else None
+                if m:
+                    out[src.format(**m.groupdict())] = tensor
                     break
             else:
                 unknown.append(name)
