@@ -37,7 +37,8 @@ usage: bash test/$SCRIPT --data_path=DIR [options] [-- extra fairseq args]
   --max-tokens=N         token cap per batch (default 4400)
   --num-classes=N        (default: the task's)
   --precision=auto|fp32|fp16|bf16|amp   (auto: fp16 on npu/cuda, fp32 on cpu)
-  --use-apex [--opt-level=O1|O2]        apex AMP as the ModelZoo scripts used it (default O2)
+  --use-apex [--opt-level=O0|O1|O2]     apex AMP as the ModelZoo scripts used it (default: the plugin's,
+                                        fairseq_npu/precision.py)
   --device_id=N          single-device runs: which device (default \$ASCEND_DEVICE_ID or 0)
   --nnodes=N --node_rank=R --master_addr=HOST --master_port=PORT   multi-node, passed to torchrun
 Anything else is passed to fairseq verbatim, after the recipe, so it overrides it.
@@ -67,7 +68,7 @@ launch_helper() {
 parse_args() {
     DATA_PATH="" MODEL="roberta" TASK="SST-2" DEVICE="auto" NPROC="" OUTPUT_DIR="" RESTORE_FILE=""
     BATCH_SIZE="" LR="" MAX_EPOCH="" MAX_UPDATE="" MAX_TOKENS="" NUM_CLASSES="" PRECISION="auto"
-    USE_APEX=0 OPT_LEVEL="O2" DEVICE_ID="${ASCEND_DEVICE_ID:-}"
+    USE_APEX=0 OPT_LEVEL="" DEVICE_ID="${ASCEND_DEVICE_ID:-}"
     NNODES=1 NODE_RANK=0 MASTER_ADDR_ARG="" MASTER_PORT_ARG=""
     EXTRA=()
     while [ $# -gt 0 ]; do
@@ -168,7 +169,8 @@ launch() {
 
     local plan=(plan --mode "$MODE" --data "$DATA_PATH" --model "$MODEL" --task "$TASK" --device "$DEVICE"
                 --world-size "$WORLD_SIZE_TOTAL" --nnodes "$NNODES" --output-dir "$OUTPUT_DIR"
-                --precision "$PRECISION" --opt-level "$OPT_LEVEL")
+                --precision "$PRECISION")
+    [ -n "$OPT_LEVEL" ] && plan+=(--opt-level "$OPT_LEVEL")
     [ -n "$RESTORE_FILE" ] && plan+=(--restore-file "$(realpath -m "$RESTORE_FILE")")
     [ -n "$BATCH_SIZE" ] && plan+=(--batch-size "$BATCH_SIZE")
     [ -n "$LR" ] && plan+=(--lr "$LR")

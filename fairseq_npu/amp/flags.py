@@ -1,7 +1,8 @@
 """Mixed-precision command-line flags: ``--amp-dtype`` and the Ascend ModelZoo / apex flags.
 
 fairseq's dataclass configs drop flags they do not know, so these act while the command line is parsed
-(exported through the environment, like ``--device-type``, so spawned workers agree):
+(exported through the environment, like ``--device-type``, so spawned workers agree; the variables are listed in
+fairseq_npu.precision):
 
 * ``--amp-dtype auto|float16|bfloat16`` picks the autocast dtype of ``--amp`` (O1). auto: float16 on cuda and
   npu (bfloat16 where the device has no float16), bfloat16 on cpu.
@@ -22,32 +23,21 @@ from typing import List
 
 import torch
 
-from fairseq_npu import device
+from fairseq_npu import device, precision
 from fairseq_npu.amp import apex_amp
 from fairseq_npu.argv import flag_value, has_flag
+from fairseq_npu.precision import AMP_DTYPE_ENV, DEFAULT_OPT_LEVEL, OPT_LEVELS
 
 logger = logging.getLogger(__name__)
 
-AMP_DTYPE_ENV = "FAIRSEQ_NPU_AMP_DTYPE"
-AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
-OPT_LEVELS = ("O0", "O1", "O2")
+AMP_DTYPES = {name: getattr(torch, name) for name in precision.AMP_DTYPES}
 PRECISION_FLAGS = ("--fp16", "--bf16", "--amp", "--memory-efficient-fp16", "--memory-efficient-bf16")
 NEVER = 2 ** 30  # a scale window no run reaches: apex's static loss scale never grows
 
 
 def amp_dtype() -> torch.dtype:
-    """The autocast dtype of O1 training on this process's device."""
-    requested = os.environ.get(AMP_DTYPE_ENV, "auto") or "auto"
-    backend = device.get()
-    if requested != "auto":
-        dtype = AMP_DTYPES[requested]
-        if not backend.supports_dtype(dtype):
-            raise RuntimeError(f"--amp-dtype {requested}: device {backend.type} does not support it "
-                               f"(supported: {[str(d).replace('torch.', '') for d in backend.half_dtypes]})")
-        return dtype
-    if backend.type == "cpu":
-        return torch.bfloat16  # cpu autocast kernels are fast in bf16, and bf16 needs no loss scaling
-    return torch.float16 if torch.float16 in backend.half_dtypes else backend.half_dtypes[0]
+    """The autocast dtype of O1 training on this process's device (decided by fairseq_npu.precision)."""
+    return AMP_DTYPES[precision.amp_dtype(device.get())]
 
 
 class _AmpDtypeAction(argparse.Action):
@@ -80,7 +70,7 @@ def add_args(parser) -> None:
                        help="fairseq_npu: ModelZoo flag; apex.amp drives --opt-level when apex is installed, "
                             "else the same precision through torch.amp (O1 -> --amp --amp-dtype float16, "
                             "O2 -> --fp16)")
-    group.add_argument("--opt-level", choices=OPT_LEVELS, default="O1",
+    group.add_argument("--opt-level", choices=OPT_LEVELS, default=DEFAULT_OPT_LEVEL,
                        help="fairseq_npu: apex opt level with --use-apex (O0 fp32, O1 autocast, O2 half weights "
                             "with fp32 master weights)")
     group.add_argument("--loss-scale", type=_loss_scale, default=None,
@@ -119,9 +109,9 @@ def translate(argv: List[str]) -> List[str]:
     loss_scale = flag_value(argv, "--loss-scale")
     # apex.amp runs the ModelZoo recipe itself when it is installed and no precision flag overrides it
     use_apex = has_flag(argv, "--use-apex") and not any(has_flag(argv, f) for f in PRECISION_FLAGS) and apex_available()
-    apex_amp.request((flag_value(argv, "--opt-level") or "O1") if use_apex else None, loss_scale)
+    apex_amp.request((flag_value(argv, "--opt-level") or DEFAULT_OPT_LEVEL) if use_apex else None, loss_scale)
     if use_apex:
-        level = flag_value(argv, "--opt-level") or "O1"
+        level = flag_value(argv, "--opt-level") or DEFAULT_OPT_LEVEL
         notes.append(f"--use-apex --opt-level {level}: apex.amp drives mixed precision "
                      f"(loss scale {loss_scale or 'dynamic'})")
     elif loss_scale not in (None, "dynamic"):
@@ -132,7 +122,7 @@ def translate(argv: List[str]) -> List[str]:
         notes.append(f"--loss-scale {loss_scale}: loss scale starts at {scale} and is never raised")
 
     if has_flag(argv, "--use-apex") and not use_apex:
-        level = flag_value(argv, "--opt-level") or "O1"
+        level = flag_value(argv, "--opt-level") or DEFAULT_OPT_LEVEL
         if level != "O0":
             mode = "--amp" if level == "O1" else "--fp16"
             explicit = [f for f in PRECISION_FLAGS if has_flag(argv, f)]

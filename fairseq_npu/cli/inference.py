@@ -1,7 +1,6 @@
 """Shared by fairseq-npu-evaluate and fairseq-npu-predict: load a sentence-prediction checkpoint, run it on a split."""
 
 import argparse
-import contextlib
 import logging
 import os
 import sys
@@ -52,7 +51,7 @@ class Predictor:
         import fairseq_npu  # noqa: F401  (registers tasks/models and installs the device hooks)
         from fairseq import checkpoint_utils
 
-        from fairseq_npu import device, glue_tasks
+        from fairseq_npu import device, glue_tasks, precision
 
         if not os.path.isfile(args.path):
             raise FileNotFoundError(f"--path: no checkpoint at {args.path}")
@@ -74,16 +73,10 @@ class Predictor:
         )
         self.device = self.backend.device() if self.backend.type != "cpu" else torch.device("cpu")
         self.model.to(self.device).eval()
-        self.amp = args.amp
+        # the forward pass autocasts as fairseq_npu.precision decides for --amp on this device
+        self.precision = precision.policy(argparse.Namespace(amp=args.amp), self.backend)
         self.batch_size = args.batch_size
         self.max_tokens = args.max_tokens
-
-    def _autocast(self):
-        if not self.amp:
-            return contextlib.nullcontext()
-        halves = self.backend.half_dtypes
-        dtype = torch.bfloat16 if self.backend.type == "cpu" or torch.float16 not in halves else torch.float16
-        return torch.autocast(device_type=self.backend.autocast_device_type, dtype=dtype)
 
     def num_sentences(self, split: str) -> int:
         return len(self.task.dataset(split))
@@ -108,7 +101,7 @@ class Predictor:
                 if not sample:
                     continue
                 sample = utils.move_to_cuda(sample, device=self.device) if self.device.type != "cpu" else sample
-                with self._autocast():
+                with self.precision.autocast():
                     logits, _ = self.model(**sample["net_input"], features_only=True, classification_head_name=self.head)
                 target = sample.get("target")
                 yield Batch(

@@ -9,6 +9,8 @@ import json
 import os
 import sys
 
+from fairseq_npu import precision
+
 from . import recipes, summary, training_log
 
 PLAN, ARGS = "plan.json", "fairseq_args"
@@ -76,7 +78,7 @@ def main(argv=None):
     plan.add_argument("--num-classes", type=int)
     plan.add_argument("--restore-file")
     plan.add_argument("--use-apex", action="store_true")
-    plan.add_argument("--opt-level", default="O2", choices=("O1", "O2"))
+    plan.add_argument("--opt-level", default=precision.DEFAULT_OPT_LEVEL, choices=precision.OPT_LEVELS)
     plan.add_argument("--precision", default="auto", choices=recipes.PRECISIONS)
     summ = sub.add_parser("summarize", help="summary.json and the final lines from a run's log")
     summ.add_argument("--output-dir", required=True)

@@ -10,7 +10,6 @@ its shard; rank 0 prints one ``| eval | {json}`` line per subset with the metric
 (all ranks' samples after each rank's first batch, over the slowest rank's time, device synchronised).
 """
 
-import contextlib
 import json
 import logging
 import os
@@ -73,7 +72,7 @@ def main(cfg, override_args=None):
     from fairseq.logging import metrics
 
     utils.import_user_module(cfg.common)
-    from fairseq_npu import device
+    from fairseq_npu import device, precision
 
     backend = device.set_backend(force_cpu=True) if cfg.common.cpu else device.get()
     distributed = cfg.distributed_training.distributed_world_size > 1
@@ -86,16 +85,10 @@ def main(cfg, override_args=None):
     models, saved_cfg, task = checkpoint_utils.load_model_ensemble_and_task(
         [cfg.common_eval.path], arg_overrides=overrides, suffix=cfg.checkpoint.checkpoint_suffix
     )
-    model = models[0].eval()
-    half = torch.bfloat16 if cfg.common.bf16 else torch.float16
-    if (cfg.common.fp16 or cfg.common.bf16) and not cfg.common.amp:
-        model = model.to(half)  # O2-style: half weights
-    model = model.to(backend.device())
-    if cfg.common.amp:
-        def autocast():
-            return torch.autocast(backend.autocast_device_type, dtype=half)
-    else:
-        autocast = contextlib.nullcontext
+    # the weights and autocast dtypes training used (--amp: bf16 on cpu, not fp16), from this run's flags
+    policy = precision.policy(cfg.common, backend)
+    model = models[0].eval().to(dtype=policy.weights_dtype()).to(backend.device())
+    autocast = policy.autocast
     criterion = task.build_criterion(saved_cfg.criterion).eval()
 
     for subset in cfg.dataset.valid_subset.split(","):

@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
-from fairseq_npu import glue_tasks
+from fairseq_npu import glue_tasks, precision
 from fairseq_npu.argv import flag_value  # noqa: F401  (re-exported: the launch helpers read it from here)
 from fairseq_npu.glue_tasks import GlueTask
 
@@ -189,7 +189,7 @@ def check_data(data: str, task: GlueTask, mode: str) -> Optional[int]:
 def amp_mode(args: Sequence[str]) -> Tuple[str, str]:
     """(AMP type as the published tables write it, dtype) for a fairseq command line."""
     if "--use-apex" in args:
-        return f"apex {flag_value(args, '--opt-level') or 'O1'}", "bf16" if "--bf16" in args else "fp16"
+        return f"apex {flag_value(args, '--opt-level') or precision.DEFAULT_OPT_LEVEL}", "bf16" if "--bf16" in args else "fp16"
     half = "bf16" if ("--bf16" in args or "--memory-efficient-bf16" in args) else "fp16"
     if "--amp" in args:
         return "O1", half
@@ -217,7 +217,7 @@ class LaunchRequest:
     num_classes: Optional[int] = None
     restore_file: Optional[str] = None
     use_apex: bool = False
-    opt_level: str = "O2"
+    opt_level: str = precision.DEFAULT_OPT_LEVEL
     precision: str = "auto"
     extra: Tuple[str, ...] = ()  # passed to fairseq verbatim, after the recipe (so they override it)
 
@@ -225,13 +225,11 @@ class LaunchRequest:
 def precision_args(req: LaunchRequest) -> List[str]:
     if req.use_apex:
         return ["--use-apex", "--opt-level", req.opt_level]
-    precision = req.precision
-    if precision == "auto":
-        precision = "fp32" if req.device == "cpu" else "fp16"
-    if precision not in PRECISIONS:
+    chosen = precision.launch_default(req.device) if req.precision == "auto" else req.precision
+    if chosen not in PRECISIONS:
         raise ValueError(f"--precision={req.precision}: expected one of {', '.join(PRECISIONS)}")
     fp16 = ["--fp16"] if req.mode == "eval" else FP16_ARGS  # loss scaling means nothing without training
-    return {"fp32": [], "fp16": fp16, "bf16": ["--bf16"], "amp": ["--amp"]}[precision]
+    return {"fp32": [], "fp16": fp16, "bf16": ["--bf16"], "amp": ["--amp"]}[chosen]
 
 
 def build(req: LaunchRequest) -> Tuple[List[str], dict]:

@@ -18,6 +18,7 @@ Validation logs ``f1`` (binary tasks with a label "1"), ``mcc``, ``pearson`` and
 import logging
 import os
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Optional
 
 import numpy as np
@@ -29,8 +30,7 @@ from fairseq.tasks import register_task
 from fairseq.tasks.sentence_prediction import SentencePredictionConfig, SentencePredictionTask
 from omegaconf import II
 
-from fairseq_npu import glue_tasks
-from fairseq_npu.amp import autocast_for
+from fairseq_npu import glue_tasks, precision
 from fairseq_npu.data import BucketPadDataset, LengthGroupedDataset, PadBuckets
 from fairseq_npu.metrics import glue as glue_metrics
 
@@ -82,6 +82,7 @@ class SentencePredictionNpuConfig(SentencePredictionConfig):
                           "MNLI, QNLI, RTE, WNLI, AX); default: inferred from the data directory name"},
     )
     train_subset: str = II("dataset.train_subset")
+    amp: bool = II("common.amp")  # validation autocasts as training does (fairseq_npu.precision)
 
 
 @register_task("sentence_prediction_npu", dataclass=SentencePredictionNpuConfig)
@@ -101,7 +102,7 @@ class SentencePredictionNpuTask(SentencePredictionTask):
         self.positive_class = (
             None if cfg.regression_target else glue_tasks.positive_class(self.label_dictionary, cfg.num_classes)
         )
-        self._optimizer = None  # the last optimizer train_step saw: validation autocasts like training
+        self._precision = None  # fairseq_npu.precision.policy of this run, on first validation
         logger.info(
             f"GLUE task: {self.glue_task.name if self.glue_task else 'unknown'}; 'glue' = "
             f"{glue_metrics.official_metric_name(self.glue_task, cfg.regression_target)}; padding: {self.buckets}"
@@ -159,7 +160,6 @@ class SentencePredictionNpuTask(SentencePredictionTask):
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         # FairseqTask.train_step, which the plugin's hook makes autocast on the selected device
-        self._optimizer = optimizer  # valid_step autocasts like training did
         loss, sample_size, logging_output = super().train_step(
             sample, model, criterion, optimizer, update_num, ignore_grad
         )
@@ -171,7 +171,9 @@ class SentencePredictionNpuTask(SentencePredictionTask):
         outputs = []
         hook = head.register_forward_hook(lambda _m, _i, out: outputs.append(out)) if head is not None else None
         try:
-            with autocast_for(self._optimizer):
+            if self._precision is None:
+                self._precision = precision.policy(SimpleNamespace(amp=self._amp()))
+            with self._precision.autocast():
                 loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
         finally:
             if hook is not None:
@@ -180,6 +182,12 @@ class SentencePredictionNpuTask(SentencePredictionTask):
         if outputs and sample.get("target") is not None:
             self._log_glue_stats(outputs[-1], sample["target"], logging_output)
         return loss, sample_size, logging_output
+
+    def _amp(self) -> bool:
+        try:
+            return self.cfg.amp is True
+        except Exception:  # an unresolvable ${common.amp}: the task was built without a run config, so no --amp
+            return False
 
     def _classification_head(self, model):
         heads = getattr(model, "classification_heads", None)

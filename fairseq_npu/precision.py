@@ -1,0 +1,117 @@
+"""The precision policy: which dtype the weights are in and what the forward pass autocasts to, decided once.
+
+Training, validation, ``fairseq-npu-evaluate``/``fairseq-npu-predict`` and the launch scripts ask :func:`policy`,
+which reads the run's configuration (fairseq's ``--fp16``/``--bf16``/``--amp``, this plugin's ``--amp-dtype``) and the
+selected device, never the optimizer a task happened to see last:
+
+- ``--fp16`` / ``--bf16`` (and their ``--memory-efficient-`` forms): O2, the weights are half, no autocast;
+- ``--amp``: O1, fp32 weights and autocast on the device in :func:`amp_dtype` (``--amp-dtype``; auto: float16 on
+  cuda and npu, bfloat16 where the device has no float16, bfloat16 on cpu);
+- otherwise fp32.
+
+This module needs only the standard library at import time (torch is imported where a dtype is made), so the
+launch helpers can use it without importing fairseq or torch.
+
+Environment contract
+--------------------
+fairseq's dataclass configs drop flags they do not know, and spawned workers (``--distributed-world-size``) parse
+nothing, so what the plugin decides while the command line is parsed travels to run time, and to every worker, in
+these variables. They are set by the flags named; setting them by hand does the same.
+
+``FAIRSEQ_NPU_DEVICE`` = auto | npu | cuda | cpu
+    The device type (``fairseq_npu.device``); set by ``--device-type``. fairseq's ``--cpu`` wins over it.
+``FAIRSEQ_NPU_AMP_DTYPE`` = auto | float16 | bfloat16
+    The autocast dtype of ``--amp`` (:func:`amp_dtype`); set by ``--amp-dtype``.
+``FAIRSEQ_NPU_APEX`` = "<opt level> <loss scale>", e.g. ``O2 128.0``
+    Set when ``--use-apex`` runs with apex installed: apex.amp drives this run (``fairseq_npu.amp.apex_amp``);
+    unset otherwise. The opt level defaults to :data:`DEFAULT_OPT_LEVEL`.
+``FAIRSEQ_NPU_CPU_MALLOC`` = auto | keep | system
+    A user setting, read at start-up: glibc's allocator tuning for large CPU parameters
+    (``fairseq_npu.cpu_allocator``).
+``FAIRSEQ_NPU_PLUGIN`` = on | off
+    ``off``: importing ``fairseq_npu`` neither imports fairseq nor installs hooks, unless fairseq is already
+    imported (``--user-dir`` always gets the plugin). The launch helpers run under it; the fairseq-free modules
+    (``launch``, ``glue_tasks``, ``precision``, ``argv``) work, nothing else does.
+``FAIRSEQ_NPU_SHARED_DATA``
+    Tests only: the folder with real GLUE data and vocabularies (default ``../shared/data``).
+"""
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+AMP_DTYPE_ENV = "FAIRSEQ_NPU_AMP_DTYPE"
+AMP_DTYPES = ("float16", "bfloat16")
+OPT_LEVELS = ("O0", "O1", "O2")
+# apex's --opt-level when --use-apex gives none, for fairseq-train and the launch scripts alike. O1, as the Ascend
+# ModelZoo's own fairseq parser defaulted to (its scripts pass --opt-level O2 explicitly), so a ModelZoo command
+# line means here what it meant there; O1 also keeps fp32 weights, the safer recipe when nothing was asked for.
+DEFAULT_OPT_LEVEL = "O1"
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a model runs: weights dtype and autocast dtype (None: no autocast), on a device type."""
+
+    device_type: str  # "npu", "cuda" or "cpu"
+    weights: str = "float32"  # "float32", "float16" or "bfloat16"
+    autocast_dtype: Optional[str] = None  # "float16" or "bfloat16" under --amp
+
+    def weights_dtype(self):
+        import torch
+
+        return getattr(torch, self.weights)
+
+    def autocast(self):
+        """Context manager for the forward pass: torch.autocast on the device, or nothing."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        import torch
+
+        return torch.autocast(device_type=self.device_type, dtype=getattr(torch, self.autocast_dtype))
+
+
+def amp_dtype(backend, requested: Optional[str] = None) -> str:
+    """The autocast dtype of O1 (``--amp``) on ``backend`` (a fairseq_npu.device.DeviceBackend).
+
+    ``requested`` defaults to ``$FAIRSEQ_NPU_AMP_DTYPE`` (set by ``--amp-dtype``); a dtype the device does not
+    support is an error, never a silent fallback."""
+    import torch
+
+    requested = requested or os.environ.get(AMP_DTYPE_ENV, "auto") or "auto"
+    if requested != "auto":
+        if requested not in AMP_DTYPES:
+            raise ValueError(f"--amp-dtype {requested}: expected auto or one of {', '.join(AMP_DTYPES)}")
+        if not backend.supports_dtype(getattr(torch, requested)):
+            raise RuntimeError(f"--amp-dtype {requested}: device {backend.type} does not support it "
+                               f"(supported: {[str(d).replace('torch.', '') for d in backend.half_dtypes]})")
+        return requested
+    if backend.type == "cpu":
+        return "bfloat16"  # cpu autocast has bf16 kernels, and bf16 needs no loss scaling
+    halves = backend.half_dtypes
+    return "float16" if torch.float16 in halves else str(halves[0]).replace("torch.", "")
+
+
+def policy(common, backend=None) -> Precision:
+    """The precision of a run from fairseq's common config (``cfg.common``, or an argparse Namespace with the same
+    names: fp16, bf16, amp, memory_efficient_fp16, memory_efficient_bf16) on ``backend`` (default: the selected
+    device)."""
+    if backend is None:
+        from fairseq_npu import device
+
+        backend = device.get()
+    flag = lambda name: bool(getattr(common, name, False))  # noqa: E731
+    # as fairseq's Trainer casts the model: --fp16 first, then --bf16; --amp autocasts on top of either
+    if flag("fp16") or flag("memory_efficient_fp16"):
+        weights = "float16"
+    elif flag("bf16") or flag("memory_efficient_bf16"):
+        weights = "bfloat16"
+    else:
+        weights = "float32"
+    return Precision(backend.type, weights, amp_dtype(backend) if flag("amp") else None)
+
+
+def launch_default(device_type: str) -> str:
+    """The launch scripts' ``--precision=auto``: fairseq's fp16 recipe on accelerators, fp32 on cpu."""
+    return "fp32" if device_type == "cpu" else "fp16"
