@@ -3,6 +3,8 @@
 import json
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -74,6 +76,46 @@ def test_docs_table_of_hooks_is_current():
     table = hooks.markdown_table()
     assert len(table.splitlines()) == len(hooks.HOOKS) + 2
     assert table in doc, "docs/hooks.md's table of hooks is stale: paste `python -m fairseq_npu.hooks --markdown`"
+
+
+def test_json_lists_exactly_what_importing_the_plugin_changes():
+    """A fresh interpreter imports fairseq's modules, snapshots their attributes and those of their classes, imports
+    the plugin and diffs: the changed attributes are exactly `python -m fairseq_npu.hooks --json`."""
+    modules = sorted(m for m in sys.modules if m == "fairseq" or m.startswith("fairseq."))
+    script = Path(__file__).resolve().parent / "hooks_inventory.py"
+    env = dict(os.environ, PYTHONPATH=str(script.parent.parent), OMP_NUM_THREADS="1")
+    env.pop(device.ENV_VAR, None)
+    done = subprocess.run([sys.executable, str(script), json.dumps(modules)], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.splitlines()[-1])
+    assert got["new_modules"] == []  # every fairseq module the plugin imports was snapshotted before
+    listed = set(got["listed"])
+    assert listed == {h.target for h in hooks.HOOKS if h.wanted()}
+    # the plugin's own class: fused_adamw computes its norm itself, so apex's overflow skip wraps it there too
+    own = {"fairseq_npu.optim.fused_adamw.FairseqFusedAdamW.clip_grad_norm"}
+    assert set(got["changed"]) == listed - own
+    assert own <= listed
+
+
+def test_parse_args_and_arch_accepts_none_in_the_argument_list_as_stock_does():
+    """fairseq's own tests pass `--save-dir None`; the hook (and fairseq_npu.argv) must not call str methods on it."""
+    args = ["--task", "dummy_lm", "--arch", "transformer_lm_gpt2_tiny", "--optimizer", "adam", "--lr", "0.0001",
+            "--max-tokens", "500", "--save-dir", None, "--max-epoch", "1"]
+    hooked = options.parse_args_and_arch(options.get_training_parser(), list(args))
+    stock = patching.original_of(options.parse_args_and_arch)(options.get_training_parser(), list(args))
+    assert vars(hooked) == vars(stock)
+    with_flags = options.parse_args_and_arch(options.get_training_parser(), args + ["--use-npu-adam"])
+    assert with_flags.optimizer == "fused_adamw" and with_flags.save_dir == stock.save_dir
+
+
+def test_argv_helpers_skip_elements_that_are_not_strings():
+    from fairseq_npu.argv import flag_value, has_flag
+
+    args = ["--save-dir", None, None, "--lr=0.1", "--optimizer", "adam", 3]
+    assert flag_value(args, "--save-dir") is None and flag_value(args, "--lr") == "0.1"
+    assert flag_value(args, "--optimizer") == "adam" and flag_value(args, "--task") is None
+    assert has_flag(args, "--lr") and has_flag(args, "--save-dir") and not has_flag(args, "--amp")
 
 
 def test_device_type_flag_selects_and_exports(monkeypatch):
