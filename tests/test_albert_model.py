@@ -99,3 +99,11 @@ def test_checkpoint_heads_follow_roberta_semantics():
     loader.load_state_dict(source.state_dict(), strict=True, model_cfg=loader.cfg)
     assert set(loader.classification_heads) == {"task", "other"}
     assert torch.equal(loader.classification_heads["other"].out_proj.bias, source.classification_heads["other"].out_proj.bias)
+
+
+def test_every_size_in_the_config_is_a_registered_arch():
+    from fairseq.models import ARCH_MODEL_NAME_REGISTRY
+
+    from fairseq_npu.models.albert.config import ARCHITECTURES
+
+    assert {a for a, model in ARCH_MODEL_NAME_REGISTRY.items() if model == "albert"} == set(ARCHITECTURES)

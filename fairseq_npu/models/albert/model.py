@@ -128,18 +128,31 @@ class AlbertModel(FairseqEncoderModel):
                 state_dict[prefix + HEADS_PREFIX + k] = v
 
 
-def _make_architecture(arch_sizes):
+def _fill_architecture(cfg, arch: str) -> None:
+    """Fill every option the command line left unset: the arch's sizes (config.ARCHITECTURES), else the
+    AlbertConfig default."""
     defaults = {f.name: f.default for f in dataclasses.fields(AlbertConfig) if f.name != "_name"}
-    defaults.update(arch_sizes)
-
-    def architecture(cfg):
-        """Fill every option the command line left unset: the arch's sizes, else the AlbertConfig default."""
-        for name, value in defaults.items():
-            if safe_getattr(cfg, name, None) is None:
-                setattr(cfg, name, value)
-
-    return architecture
+    defaults.update(ARCHITECTURES[arch])
+    for name, value in defaults.items():
+        if safe_getattr(cfg, name, None) is None:
+            setattr(cfg, name, value)
 
 
-for _arch, _sizes in ARCHITECTURES.items():
-    register_model_architecture("albert", _arch)(_make_architecture(_sizes))
+@register_model_architecture("albert", "albert_base")
+def albert_base_architecture(cfg):
+    _fill_architecture(cfg, "albert_base")
+
+
+@register_model_architecture("albert", "albert_large")
+def albert_large_architecture(cfg):
+    _fill_architecture(cfg, "albert_large")
+
+
+@register_model_architecture("albert", "albert_xlarge")
+def albert_xlarge_architecture(cfg):
+    _fill_architecture(cfg, "albert_xlarge")
+
+
+@register_model_architecture("albert", "albert_xxlarge")
+def albert_xxlarge_architecture(cfg):
+    _fill_architecture(cfg, "albert_xxlarge")
