@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The GPU check in one call, on a machine with a CUDA GPU and no network:
+#   bash benchmarks/gpu_check.sh OUT_DIR            (after `bash benchmarks/gpu_wheels.sh` filled .gpu_payload/)
+#   bash benchmarks/gpu_check.sh --dry-run OUT_DIR  (the same steps on this machine's CPU at tiny sizes)
+#   --models roberta     only that model's rows in the throughput table (default roberta,albert)
+# 1. installs what the GPU machine lacks from .gpu_payload/wheels into OUT_DIR/venv (a venv that sees the
+#    machine's own torch, transformers and accelerate); the plugin and the benchmarks run from this checkout;
+# 2. runs the CUDA tests (`pytest -m cuda`): OUT_DIR/pytest_cuda.{log,xml};
+# 3. runs the throughput table (python -m benchmarks.compare: stock fairseq fp16 recipe, the launch script's
+#    defaults, HF Trainer best; roberta_base and albert_base; batch 32; real SST-2): OUT_DIR/compare.{json,md};
+# 4. writes OUT_DIR/gpu_report.json and OUT_DIR/gpu_report.md.
+# Exits 0 only when every step passed. FAIRSEQ_NPU_GPU_PAYLOAD overrides the payload folder.
+set -uo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PAYLOAD="${FAIRSEQ_NPU_GPU_PAYLOAD:-$REPO/.gpu_payload}"
+DRY_RUN=0
+OUT=""
+MODELS="roberta,albert"
+die() { echo "gpu_check.sh: error: $*" >&2; exit 2; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --dry-run) DRY_RUN=1 ;;
+        --models) [ $# -ge 2 ] || die "--models needs a value"; MODELS="$2"; shift ;;
+        --models=*) MODELS="${1#*=}" ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -*) die "unknown option $1 (see --help)" ;;
+        *) [ -z "$OUT" ] || die "one OUT_DIR expected, got $OUT and $1"; OUT="$1" ;;
+    esac
+    shift
+done
+[ -n "$OUT" ] || die "usage: bash benchmarks/gpu_check.sh [--dry-run] OUT_DIR"
+mkdir -p "$OUT" || die "cannot create $OUT"
+OUT="$(cd "$OUT" && pwd)"
+START=$(date +%s)
+
+if [ "$DRY_RUN" = 1 ]; then
+    # this machine's environment as it is; tiny models, a few updates, one repeat
+    if [ -z "${PYTHON:-}" ]; then
+        PYTHON="$(command -v python3)"
+        [ -x "$REPO/.venv/bin/python" ] && PYTHON="$REPO/.venv/bin/python"
+    fi
+    DATA="${FAIRSEQ_NPU_SHARED_DATA:-$REPO/../shared/data}"
+    [ -d "$DATA/glue" ] || DATA="$PAYLOAD/data"
+    COMPARE=(--device cpu --size tiny --warmup 10 --updates 10 --repeats 1)
+else
+    [ -f "$PAYLOAD/SHA256SUMS" ] || die "$PAYLOAD not found: run bash benchmarks/gpu_wheels.sh on a networked machine first"
+    (cd "$PAYLOAD" && sha256sum --check --quiet SHA256SUMS) || die "$PAYLOAD does not match its SHA256SUMS"
+    echo "gpu_check.sh: installing from $PAYLOAD/wheels into $OUT/venv"
+    if ! python3 -m venv --system-site-packages "$OUT/venv" >"$OUT/install.log" 2>&1; then
+        python3 -m venv --without-pip --system-site-packages "$OUT/venv" >>"$OUT/install.log" 2>&1 \
+            || die "cannot create a virtual environment (see $OUT/install.log)"
+    fi
+    PYTHON="$OUT/venv/bin/python"
+    if "$PYTHON" -m pip --version >/dev/null 2>&1; then PIP=("$PYTHON" -m pip)
+    else PIP=(python3 -m pip --python "$PYTHON"); fi  # a venv without pip: the machine's pip installs into it
+    "${PIP[@]}" install --disable-pip-version-check --no-index --no-deps "$PAYLOAD"/wheels/*.whl \
+        >>"$OUT/install.log" 2>&1 || die "installing the wheels failed (see $OUT/install.log)"
+    "$PYTHON" -c "import fairseq, hydra, omegaconf, bitarray, sacrebleu, transformers, accelerate, torch; \
+assert torch.cuda.is_available(), 'torch sees no CUDA GPU'" >>"$OUT/install.log" 2>&1 \
+        || die "the environment does not import (see $OUT/install.log)"
+    DATA="$PAYLOAD/data"
+    COMPARE=(--device cuda --size base --warmup 50 --updates 250 --repeats 1)
+fi
+export PYTHON FAIRSEQ_NPU_SHARED_DATA="$DATA"
+cd "$REPO" || die "cannot enter $REPO"
+
+echo "gpu_check.sh: CUDA tests (pytest -m cuda), log $OUT/pytest_cuda.log"
+"$PYTHON" -m pytest -m cuda -q -p no:cacheprovider --junitxml="$OUT/pytest_cuda.xml" tests >"$OUT/pytest_cuda.log" 2>&1
+TESTS_RC=$?
+tail -n 1 "$OUT/pytest_cuda.log"
+
+echo "gpu_check.sh: throughput table (python -m benchmarks.compare ${COMPARE[*]}), log $OUT/compare.log"
+"$PYTHON" -m benchmarks.compare "${COMPARE[@]}" --models "$MODELS" --data-dir "$DATA" --out-dir "$OUT" >"$OUT/compare.log" 2>&1
+COMPARE_RC=$?
+[ "$COMPARE_RC" = 0 ] || tail -n 20 "$OUT/compare.log"
+
+"$PYTHON" -m benchmarks.gpu_report --out-dir "$OUT" --tests-rc "$TESTS_RC" --compare-rc "$COMPARE_RC" \
+    --seconds $(( $(date +%s) - START )) $([ "$DRY_RUN" = 1 ] && echo --dry-run)
+REPORT_RC=$?
+[ "$TESTS_RC" = 0 ] && [ "$COMPARE_RC" = 0 ] && [ "$REPORT_RC" = 0 ]
