@@ -97,3 +97,23 @@ def test_allow_missing_rows_keeps_the_glue_indices(trained, tmp_path, capsys):
     kept = [i for i in range(TEST_ROWS) if i not in BAD_ROWS]
     assert [int(i) for i, _ in body] == kept  # 0 1 2 4 5 6 8 9: not renumbered 0..7
     assert [p for _, p in body] == _positions_in_order(data, checkpoint)  # row k is GLUE row k's prediction
+
+
+def test_split_skipped_at_preprocessing_is_named(trained, tmp_path, capsys):
+    """A GLUE folder without test.tsv is preprocessed without its test split; predicting it says why it is absent."""
+    from fairseq_npu.preprocess import glue
+
+    data, checkpoint = trained
+    source = data.parent / "glue"
+    partial = tmp_path / "glue"
+    (partial / "SST-2").mkdir(parents=True)
+    for name in ("train.tsv", "dev.tsv"):
+        (partial / "SST-2" / name).write_bytes((source / "SST-2" / name).read_bytes())
+    assert glue.main([str(partial), "SST-2", "--vocab-dir", str(GPT2), "--dest", str(tmp_path), "--workers", "1",
+                      "--no-download"]) == 0
+    code, out, err = _predict([str(tmp_path / "SST-2-bin"), "--path", str(checkpoint), "--output-dir",
+                               str(tmp_path / "sub")], capsys)
+    assert (code, err.splitlines()[-1]) == (
+        2, f"fairseq-npu-predict: error: {tmp_path}/SST-2-bin: no test split: test.tsv was missing when the task "
+           "was preprocessed")
+    assert not (tmp_path / "sub").exists()

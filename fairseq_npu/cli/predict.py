@@ -18,7 +18,7 @@ import tempfile
 from typing import Dict, List
 
 from fairseq_npu.cli.inference import Predictor, add_common_args, quiet_logs
-from fairseq_npu.preprocess.manifest import glue_indices
+from fairseq_npu.preprocess.manifest import glue_indices, read_manifest
 
 LISTED_INDICES = 20  # missing indices named in a message; more are counted
 
@@ -87,6 +87,9 @@ def cli_main(argv=None) -> int:
         scale = args.regression_scale
         if scale is None:
             scale = task.label_scale if task is not None else 1.0  # STS-B: scores were divided by 5
+        skipped = ((read_manifest(args.data) or {}).get("missing_splits") or {}).get(split)
+        if skipped:
+            raise ValueError(f"{args.data}: no {split} split: {skipped} was missing when the task was preprocessed")
         rows = predictions(predictor, split, scale)
         expected = predictor.num_sentences(split)
         missing = sorted(set(range(expected)) - set(rows))
