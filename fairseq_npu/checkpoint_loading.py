@@ -4,16 +4,24 @@ torch >= 2.6 loads with ``weights_only=True`` by default, and stock fairseq's ch
 they pickle ``argparse.Namespace`` (legacy ``args``, e.g. roberta.base ``model.pt``), omegaconf containers
 (``cfg``) and, in training state, numpy scalars. Turning ``weights_only`` off would run whatever a checkpoint
 pickles. Instead the types fairseq checkpoints legitimately contain are allowlisted here, and anything else is
-refused with an error that names the file and the offending global.
+refused with an error that names the file and the offending global. Two more refusals, each one line naming the
+file: a truncated or damaged file (naming the newest intact checkpoint next to it), and a config that holds an
+OmegaConf resolver interpolation (``${oc.env:VAR}``), which fairseq would evaluate when it reads the config.
 """
 
 import argparse
 import collections
+import os
+import pathlib
 import pickle
+import re
 import typing
+import zipfile
+from typing import Optional
 
 import torch
 
+from fairseq_npu.errors import UsageError
 from fairseq_npu.patching import ModuleProxy
 
 
@@ -64,25 +72,181 @@ def allowed_globals() -> list:
     ]
 
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
-    pass
+class CheckpointLoadError(UsageError):
+    """A checkpoint that cannot be loaded; the message is one line that names the file."""
+
+
+class UnsafeCheckpointError(CheckpointLoadError, pickle.UnpicklingError):
+    """The checkpoint pickles something outside the allowlist, or its config would run a resolver."""
+
+
+class CorruptCheckpointError(CheckpointLoadError):
+    """The file is truncated or damaged (e.g. a save that was killed half-way)."""
+
+
+_ALLOWLIST = "the fairseq checkpoint allowlist (fairseq_npu.checkpoint_loading.allowed_globals)"
+# torch's weights_only refusals name the global in one of two wordings; both are kept as torch words them
+_REFUSED_GLOBAL = (
+    re.compile(r"Unsupported global: GLOBAL \S+ was not an allowed global by default"),
+    re.compile(r"Trying to load unsupported GLOBAL \S+ whose module \S+ is blocked"),
+)
+
+
+def _refusal_detail(message: str) -> str:
+    """torch's own reason, without the advice around it (which suggests ``weights_only=False``)."""
+    for pattern in _REFUSED_GLOBAL:
+        found = pattern.search(message)
+        if found:
+            return found.group(0)
+    # any other refusal (a reduce of an unlisted function, an unsupported opcode, ...): torch puts its reason
+    # after "WeightsUnpickler error: " or in a paragraph of its own between its advice and a documentation link
+    text = message.split("WeightsUnpickler error: ", 1)[-1]
+    paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
+    reasons = [p for p in paragraphs
+               if not p.startswith(("Weights only load failed", "Check the documentation of torch.load"))]
+    if reasons:
+        return reasons[0].splitlines()[0].rstrip(".")
+    first = paragraphs[0].splitlines()[0] if paragraphs else message
+    return first.replace("Weights only load failed. ", "").rstrip(".")
+
+
+def _unlisted_globals(path) -> list:
+    """The globals of a zip checkpoint outside torch's and the plugin's allowlists ([] if it cannot be read)."""
+    try:
+        with torch.serialization.safe_globals(allowed_globals()):
+            return torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:
+        return []
+
+
+def _damage(path) -> Optional[str]:
+    """Why the file at ``path`` is not a complete checkpoint, or None if it looks complete.
+
+    torch writes zip archives (stored, with CRCs) and reads them without checking the CRCs, so a truncated or
+    overwritten file is recognised here with ``zipfile``; files in torch's legacy format cannot be checked.
+    """
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as err:
+        return f"cannot be read ({err.strerror or err})"
+    if not magic:
+        return "the file is empty"
+    if magic != b"PK\x03\x04":
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        return f"incomplete zip archive: {err}"
+    return f"{bad} in the archive fails its CRC check" if bad is not None else None
+
+
+def _loads(path) -> bool:
+    try:
+        with torch.serialization.safe_globals(allowed_globals()):
+            torch.load(path, map_location="cpu", weights_only=True)
+        return True
+    except Exception:
+        return False
+
+
+def newest_intact_checkpoint(directory, exclude=None) -> Optional[str]:
+    """The most recently written ``*.pt`` in ``directory`` (other than ``exclude``) that is a complete checkpoint."""
+    directory = pathlib.Path(directory)
+    excluded = pathlib.Path(exclude).resolve() if exclude is not None else None
+    try:
+        candidates = [p for p in directory.glob("*.pt") if p.is_file() and p.resolve() != excluded]
+    except OSError:
+        return None
+    for path in sorted(candidates, key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True):
+        with open(path, "rb") as f:
+            is_zip = f.read(4) == b"PK\x03\x04"
+        if (_damage(path) is None) if is_zip else _loads(path):
+            return str(path)
+    return None
+
+
+def corrupt_checkpoint_message(name, reason: str) -> str:
+    directory = os.path.dirname(os.path.abspath(name))
+    intact = newest_intact_checkpoint(directory, exclude=name)
+    where = (f"the newest intact checkpoint in {directory} is {intact} (resume from it with --restore-file {intact})"
+             if intact else f"there is no intact checkpoint in {directory}")
+    return f"checkpoint {name} is truncated or corrupt ({reason}); {where}"
+
+
+def _resolver_interpolations(value, where: str):
+    """(key, string) for every string under ``value`` that holds an OmegaConf resolver (``${oc.env:HOME}``)."""
+    from omegaconf import OmegaConf, grammar_parser
+    from omegaconf.errors import GrammarParseError
+    from omegaconf.grammar.gen.OmegaConfGrammarParser import OmegaConfGrammarParser
+
+    def has_resolver(node) -> bool:
+        if isinstance(node, OmegaConfGrammarParser.InterpolationResolverContext):
+            return True
+        return any(has_resolver(child) for child in (node.getChildren() if hasattr(node, "getChildren") else ()))
+
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value, resolve=False)
+    elif isinstance(value, argparse.Namespace):
+        value = vars(value)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _resolver_interpolations(item, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _resolver_interpolations(item, f"{where}[{i}]")
+    elif isinstance(value, str) and "${" in value:
+        try:
+            tree = grammar_parser.parse(value)
+        except GrammarParseError:
+            return  # omegaconf cannot evaluate it either
+        if has_resolver(tree):
+            yield where, value
+
+
+def check_config_interpolations(state, name) -> None:
+    """Refuse a checkpoint whose cfg / args would run an OmegaConf resolver when fairseq reads them.
+
+    fairseq turns ``cfg`` (and legacy ``args``) into an OmegaConf config, which evaluates ``${oc.env:VAR}`` and
+    other resolvers on access: a checkpoint could read the environment (or, with a registered resolver, more) and
+    change what is loaded. References to other config keys (``${common.seed}``) stay allowed.
+    """
+    if not isinstance(state, dict):
+        return
+    for key in ("cfg", "args"):
+        for where, value in _resolver_interpolations(state.get(key), key):
+            raise UnsafeCheckpointError(
+                f"refusing to load checkpoint {name}: {where} = {value!r} is an OmegaConf resolver interpolation, "
+                f"which fairseq would evaluate when it reads the config"
+            )
 
 
 def safe_load(f, map_location=None, **kwargs):
-    """``torch.load`` restricted to tensors and the allowlisted types."""
+    """``torch.load`` restricted to tensors and the allowlisted types; damaged files get a one-line error."""
     kwargs.pop("weights_only", None)
-    name = getattr(f, "name", f if isinstance(f, str) else "<stream>")
+    name = getattr(f, "name", f if isinstance(f, (str, os.PathLike)) else "<stream>")
     try:
         with torch.serialization.safe_globals(allowed_globals()):
-            return torch.load(f, map_location=map_location, weights_only=True, **kwargs)
+            state = torch.load(f, map_location=map_location, weights_only=True, **kwargs)
     except pickle.UnpicklingError as err:
-        lines = [line.strip() for line in str(err).splitlines() if "Unsupported global" in line]
-        detail = (lines[0] if lines else str(err).splitlines()[0]).split(". Please use")[0]
-        detail = detail.replace("WeightsUnpickler error: ", "")
+        detail = _refusal_detail(str(err))
+        if "GLOBAL " not in detail and isinstance(name, (str, os.PathLike)):
+            unlisted = _unlisted_globals(name)
+            if unlisted:
+                detail += f" (globals outside the allowlist: {', '.join(unlisted)})"
         raise UnsafeCheckpointError(
-            f"refusing to load checkpoint {name}: it pickles an object outside the fairseq checkpoint "
-            f"allowlist (fairseq_npu.checkpoint_loading.allowed_globals): {detail}"
+            f"refusing to load checkpoint {name}: it pickles an object outside {_ALLOWLIST}: {detail}"
         ) from None
+    except (EOFError, RuntimeError, OSError) as err:
+        if isinstance(err, FileNotFoundError) or not isinstance(name, (str, os.PathLike)):
+            raise
+        reason = _damage(name) or ("it ends unexpectedly" if isinstance(err, EOFError) else None)
+        if reason is None:
+            raise
+        raise CorruptCheckpointError(corrupt_checkpoint_message(name, reason)) from None
+    check_config_interpolations(state, name)
+    return state
 
 
 class TorchWithSafeLoad(ModuleProxy):

@@ -10,6 +10,7 @@ Override with the environment variable ``FAIRSEQ_NPU_DEVICE=auto|npu|cuda|cpu`` 
 always wins. Asking for a device that is not there is an error, never a silent fallback.
 """
 
+import contextlib
 import importlib
 import logging
 import os
@@ -142,8 +143,10 @@ def select(requested: Optional[str] = None, force_cpu: bool = False) -> DeviceBa
     if requested not in DEVICE_TYPES:
         raise ValueError(f"{ENV_VAR} / --device-type must be one of {DEVICE_TYPES}, got {requested!r}")
 
-    if force_cpu:
-        return DeviceBackend("cpu", "fairseq --cpu given")
+    if force_cpu or _cpu_forced:
+        asked = f"--device-type {requested}" if source == "requested" else source
+        ignored = f" ({asked} ignored)" if requested not in ("auto", "cpu") else ""
+        return DeviceBackend("cpu", f"fairseq --cpu given{ignored}")
     if requested == "cpu":
         return DeviceBackend("cpu", f"{source}")
     if requested in ("npu", "cuda"):
@@ -162,6 +165,7 @@ def select(requested: Optional[str] = None, force_cpu: bool = False) -> DeviceBa
 
 
 _current: Optional[DeviceBackend] = None
+_cpu_forced = False  # inside cpu_wins()
 
 
 def _announce(backend: DeviceBackend) -> None:
@@ -185,7 +189,7 @@ def set_backend(requested: Optional[str] = None, force_cpu: bool = False) -> Dev
     """Re-select (``--device-type``, ``--cpu``, tests); also exported so spawned workers agree."""
     global _current
     backend = select(requested, force_cpu=force_cpu)
-    if requested is not None:
+    if requested is not None and not (force_cpu or _cpu_forced):
         os.environ[ENV_VAR] = requested
     if backend != _current:
         _current = backend
@@ -193,7 +197,22 @@ def set_backend(requested: Optional[str] = None, force_cpu: bool = False) -> Dev
     return backend
 
 
+@contextlib.contextmanager
+def cpu_wins():
+    """While fairseq parses a command line with ``--cpu``: cpu is selected and exported (so spawned workers agree),
+    and a ``--device-type`` or ``$FAIRSEQ_NPU_DEVICE`` of the same run yields to it instead of failing."""
+    global _cpu_forced
+    set_backend(force_cpu=True)
+    os.environ[ENV_VAR] = "cpu"
+    _cpu_forced = True
+    try:
+        yield
+    finally:
+        _cpu_forced = False
+
+
 def reset() -> None:
     """Forget the selection (tests)."""
-    global _current
+    global _current, _cpu_forced
     _current = None
+    _cpu_forced = False

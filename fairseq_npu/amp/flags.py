@@ -137,6 +137,8 @@ def translate(argv: List[str]) -> List[str]:
                 notes.append(f"apex is not installed: --use-apex --opt-level {level} runs as {mode} with torch.amp")
     for note in notes:
         print(f"fairseq_npu: {note}", file=sys.stderr)
+    if has_flag(argv, "--amp-dtype") and not has_flag(argv, "--amp"):  # only --amp (torch.amp O1) reads it
+        logger.warning(f"--amp-dtype {flag_value(argv, '--amp-dtype')} has no effect without --amp (ignored)")
     return argv
 
 

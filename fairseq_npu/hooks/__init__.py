@@ -6,7 +6,8 @@ of fairseq modules and classes when it is imported. Each row of ``HOOKS`` is one
 that owns it, its name, the function that builds the replacement from the original (``fairseq_npu.patching.wrap``),
 what changes and why. ``install()`` applies them all and is idempotent (fairseq imports the user dir again in every
 spawned worker). On cuda most hooks step aside and stock behaviour runs unchanged. The wrappers are grouped by what
-they touch: ``flags`` (fairseq.options), ``trainer``, ``distributed``, ``checkpoints``, ``amp``, ``compat``.
+they touch: ``flags`` (fairseq.options), ``trainer``, ``distributed``, ``checkpoints``, ``tasks``, ``amp``,
+``compat``.
 
 ``python -m fairseq_npu.hooks [--json | --markdown]`` lists them.
 """
@@ -24,9 +25,10 @@ from fairseq.optim.dynamic_loss_scaler import DynamicLossScaler
 from fairseq.optim.fairseq_optimizer import FairseqOptimizer
 from fairseq.optim.fp16_optimizer import _FP16OptimizerMixin
 from fairseq.tasks.fairseq_task import FairseqTask
+from fairseq.tasks.sentence_prediction import SentencePredictionTask
 from fairseq.trainer import Trainer
 
-from fairseq_npu.hooks import amp, checkpoints, compat, distributed, flags, trainer
+from fairseq_npu.hooks import amp, checkpoints, compat, distributed, flags, tasks, trainer
 from fairseq_npu.optim.fused_adamw import FairseqFusedAdamW
 from fairseq_npu.patching import is_hooked, wrap
 
@@ -103,8 +105,11 @@ HOOKS: List[Hook] = [
          "stock computes rank % torch.cuda.device_count() (ZeroDivisionError), calls torch.cuda.set_device, and "
          "makes a Slurm job's world size nodes x 0"),
     Hook(dist_utils, "call_main", distributed.call_main,
-         "spawns one worker per npu device / cpu process (per node under Slurm)",
-         "stock sizes the spawn by torch.cuda.device_count(), which is 0 on npu and cpu"),
+         "spawns one worker per npu device / cpu process (per node under Slurm); on every device, a "
+         "fairseq_npu.errors.UsageError from main (a bad flag, file or checkpoint) becomes one line on stderr and "
+         "exit code 2",
+         "stock sizes the spawn by torch.cuda.device_count(), which is 0 on npu and cpu; the plugin's input errors "
+         "would end fairseq-train in a traceback"),
     Hook(dist_utils, "all_gather_list", distributed.all_gather_list, "allocates its buffers on the backend's device",
          "stock allocates torch.cuda.ByteTensor and pinned memory, which fail without cuda"),
     Hook(distributed_fairseq_model, "DistributedDataParallel", distributed.DistributedDataParallel,
@@ -118,6 +123,22 @@ HOOKS: List[Hook] = [
     Hook(dist_utils, "torch", checkpoints.torch_module,
          "the same safe load for _broadcast_object_slow, which unpickles the checkpoint state rank 0 broadcasts",
          "a resumed distributed run fails on torch >= 2.6 as above"),
+    Hook(checkpoint_utils, "load_checkpoint", checkpoints.load_checkpoint,
+         "an explicit --restore-file, or a --finetune-from-model to be loaded, that does not exist is an error "
+         "naming it (fairseq_npu/checkpoint_restore.py); the default checkpoint_last.pt keeps its meaning",
+         "stock trains from scratch and exits 0 when the named file is absent, so a typo in a pretrained model's "
+         "path gives a from-scratch model that reports success"),
+    Hook(checkpoint_utils, "PathManager", checkpoints.path_manager,
+         "the module's PathManager, except that copy() of a local file writes DEST.tmp and renames it over DEST "
+         "(fairseq_npu/checkpoint_saving.py)",
+         "save_checkpoint copies checkpoint_best.pt / checkpoint_last.pt in place with shutil.copyfile: a run killed "
+         "during the copy leaves a truncated checkpoint_last.pt that the next run resumes from"),
+    # ---- tasks (fairseq_npu/hooks/tasks.py)
+    Hook(SentencePredictionTask, "__init__", tasks.sentence_prediction_init,
+         "--num-classes must equal the number of labels in the label dictionary (error naming both; also for "
+         "sentence_prediction_npu, a subclass)",
+         "stock trains a 3-way head on SST-2's 2 labels without a word (F1 then disappears from the metrics), and "
+         "a head smaller than the label set fails only at the first batch"),
     # ---- mixed precision and the optimizer (fairseq_npu/hooks/amp.py, fairseq_npu/amp/)
     Hook(optim, "AMPOptimizer", amp.amp_optimizer,
          "--amp builds DeviceAMPOptimizer: the device's GradScaler, fairseq's loss-scale flags, scaler state saved "

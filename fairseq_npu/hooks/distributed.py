@@ -1,12 +1,14 @@
 """Hooks on ``fairseq.distributed.utils`` and fairseq's DDP wrapper: device, process-group backend, launchers
-(torchrun, Slurm, spawn on one host) and buffers for npu and cpu. On cuda each steps aside for stock code."""
+(torchrun, Slurm, spawn on one host) and buffers for npu and cpu. On cuda each steps aside for stock code.
+``call_main`` also runs ``main`` through fairseq_npu.errors.exit_on_usage_error on every device."""
 
+import functools
 import logging
 import os
 
 import torch
 
-from fairseq_npu import device, slurm
+from fairseq_npu import device, errors, slurm
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +86,7 @@ def call_main(original):
     from fairseq.distributed import utils as dist_utils
 
     def call_main(cfg, main, **kwargs):
+        main = functools.partial(errors.exit_on_usage_error, main)  # picklable, for spawned workers too
         backend = device.get()
         dt = cfg.distributed_training
         resolve_distributed_backend(cfg)  # stock's own spawn (cuda) starts workers without the plugin

@@ -5,10 +5,12 @@ to the parsers fairseq builds and rewrite the Ascend ModelZoo spellings before f
 """
 
 import argparse
+import contextlib
 import sys
 
 from fairseq_npu import device
 from fairseq_npu.amp import flags
+from fairseq_npu.argv import has_flag
 
 
 class _DeviceTypeAction(argparse.Action):
@@ -45,7 +47,9 @@ def add_optimization_args(original):
 def parse_args_and_arch(original):
     def parse_args_and_arch(parser, input_args=None, *args, **kwargs):
         argv = flags.translate(sys.argv[1:] if input_args is None else list(input_args))
-        result = original(parser, argv, *args, **kwargs)
+        # fairseq's --cpu wins over --device-type and $FAIRSEQ_NPU_DEVICE, which are resolved while parsing
+        with device.cpu_wins() if has_flag(argv, "--cpu") else contextlib.nullcontext():
+            result = original(parser, argv, *args, **kwargs)
         flags.unset_bf16_tpu(result[0] if isinstance(result, tuple) else result, argv)
         return result
 

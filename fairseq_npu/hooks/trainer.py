@@ -11,10 +11,8 @@ from fairseq_npu.amp.overflow import TorchForTrainer
 
 def init(original):
     def __init__(self, cfg, task, model, criterion, *args, **kwargs):
-        backend = device.get()
-        if cfg.common.cpu:
-            backend = device.set_backend(force_cpu=True)
-        elif backend.type == "cpu" and torch.cuda.is_available():
+        backend = device.set_backend(force_cpu=True) if cfg.common.cpu else device.get()  # --cpu wins
+        if backend.type == "cpu" and torch.cuda.is_available() and not cfg.common.cpu:
             with open_dict(cfg):  # cpu chosen on a cuda machine: stock would still take cuda
                 cfg.common.cpu = True
         if backend.type == "cpu" or cfg.common.cpu:

@@ -91,6 +91,9 @@ class SentencePredictionNpuTask(SentencePredictionTask):
 
     def __init__(self, cfg: SentencePredictionNpuConfig, data_dictionary, label_dictionary):
         super().__init__(cfg, data_dictionary, label_dictionary)
+        # --num-classes is checked against the label dictionary by fairseq_npu.hooks.tasks, in super().__init__
+        if cfg.group_window and not cfg.group_by_length:
+            logger.warning(f"--group-window {cfg.group_window} has no effect without --group-by-length (ignored)")
         self.buckets = PadBuckets.from_flags(cfg.pad_length, cfg.pad_buckets, cfg.pad_to_multiple, cfg.max_positions)
         if self.buckets.enabled and cfg.d2v2_multi:
             raise ValueError("static padded shapes (--pad-length/--pad-buckets/--pad-to-multiple) do not support "

@@ -1,0 +1,36 @@
+"""What ``fairseq-train`` resumes from: an explicitly named checkpoint must exist.
+
+Stock fairseq starts from scratch, with one INFO line, when the file it would restore is absent. That is right
+for its default, ``--restore-file checkpoint_last.pt`` in ``--save-dir`` (absent on a first launch), and wrong for
+a path the user typed: a typo in a pretrained model's path trained a model from scratch that reported success.
+Checked before fairseq resolves the paths, with the same rules (checkpoint suffix, ``--finetune-from-model`` only
+on a first launch, i.e. without a ``checkpoint_last.pt`` to resume).
+"""
+
+import os
+
+from fairseq_npu.errors import UsageError
+
+DEFAULT_RESTORE_FILE = "checkpoint_last.pt"  # fairseq's default, resolved inside --save-dir
+
+
+def _relative_note(path: str) -> str:
+    return "" if os.path.isabs(path) else f" (relative to the working directory {os.getcwd()})"
+
+
+def check_restore_paths(cfg, suffix: str = "") -> None:
+    """Raise UsageError if ``--restore-file`` (not the default) or a ``--finetune-from-model`` that would be loaded
+    does not exist. ``cfg`` is fairseq's CheckpointConfig; ``suffix`` the trainer's checkpoint suffix."""
+    from fairseq.file_io import PathManager
+
+    if cfg.restore_file != DEFAULT_RESTORE_FILE:
+        path = cfg.restore_file.replace(".pt", suffix + ".pt") if suffix else cfg.restore_file
+        if not PathManager.isfile(path):
+            named = path if path == cfg.restore_file else f"{cfg.restore_file} (as {path})"
+            raise UsageError(f"--restore-file {named}: no such checkpoint file{_relative_note(path)}")
+        return
+    first_launch = not PathManager.exists(os.path.join(cfg.save_dir, f"checkpoint_last{suffix}.pt"))
+    if (first_launch and cfg.finetune_from_model is not None and getattr(cfg, "continue_once", None) is None
+            and not PathManager.exists(cfg.finetune_from_model)):
+        raise UsageError(f"--finetune-from-model {cfg.finetune_from_model}: no such checkpoint file"
+                         f"{_relative_note(cfg.finetune_from_model)}")

@@ -1,0 +1,24 @@
+"""The plugin's error for input a user must fix (a flag, a file, a checkpoint), and how commands report it.
+
+A leaf module (standard library only). ``fairseq-train`` (and every fairseq command run through
+``fairseq.distributed.utils.call_main``) reports a ``UsageError`` as ``PROG: error: <message>`` on stderr with exit
+code 2, the way argparse reports a bad flag, instead of a traceback; fairseq-npu-evaluate and fairseq-npu-predict
+do the same. Messages name the flag or the file.
+"""
+
+import os
+import sys
+
+
+class UsageError(ValueError):
+    """Bad input: a flag, a file or a checkpoint the user must fix. The message is one line."""
+
+
+def exit_on_usage_error(main, *args, **kwargs):
+    """Run ``main(*args, **kwargs)``; a UsageError ends the process with its one-line message and exit code 2."""
+    try:
+        return main(*args, **kwargs)
+    except UsageError as err:
+        sys.stdout.flush()  # fairseq logs to stdout: the error line comes after them
+        print(f"{os.path.basename(sys.argv[0]) or 'fairseq'}: error: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

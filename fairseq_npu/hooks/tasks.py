@@ -1,0 +1,12 @@
+"""Hooks on fairseq's tasks: ``sentence_prediction`` (and so ``sentence_prediction_npu``, its subclass) checks
+``--num-classes`` against its label dictionary (fairseq_npu/tasks/num_classes_check.py)."""
+
+from fairseq_npu.tasks.num_classes_check import check_num_classes
+
+
+def sentence_prediction_init(original):
+    def __init__(self, cfg, data_dictionary, label_dictionary):
+        original(self, cfg, data_dictionary, label_dictionary)
+        check_num_classes(cfg, label_dictionary)
+
+    return __init__
