@@ -10,8 +10,9 @@ vocabulary. Python use::
     preprocess_task("demo", "SST-2", dest="data", model="albert", train_spm_vocab_size=500)  # from scratch
 
 Everything is read and checked before anything is written; the result is assembled in a hidden temporary folder
-beside ``TASK-bin`` and renamed into place only when complete, so an interrupted or failed run never leaves a
-``TASK-bin`` that looks done (a previous complete one stays as it was).
+beside ``TASK-bin`` and swapped into place only when complete (output_swap.py), so an interrupted or failed run
+never leaves a ``TASK-bin`` that looks done (a previous complete one stays as it was). A missing test split is
+skipped with a notice; train and dev are required.
 """
 
 import argparse
@@ -201,7 +202,7 @@ def preprocess_task(
     task's folder directly instead). ``model="albert"`` uses ``spm_model`` or the model found in ``vocab_dir``,
     or with ``train_spm_vocab_size=N`` trains a SentencePiece model of up to N pieces on the train split and
     writes it to ``TASK-bin/spiece.model``. Raises :class:`GlueInputError` (message ``file:line: reason``) on
-    bad input, leaving ``dest`` as it was.
+    bad input, leaving ``TASK-bin`` as it was (after repairing what a killed earlier run left, see output_swap).
     """
     started = time.time()
     layout = glue_task(task)
