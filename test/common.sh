@@ -41,6 +41,8 @@ usage: bash test/$SCRIPT --data_path=DIR [options] [-- extra fairseq args]
                                         fairseq_npu/precision.py)
   --device_id=N          single-device runs: which device (default \$ASCEND_DEVICE_ID or 0)
   --nnodes=N --node_rank=R --master_addr=HOST --master_port=PORT   multi-node, passed to torchrun
+  --seeds=1,2,3,4,5      full runs: one fine-tuning per seed into OUTPUT_DIR/seed<N>; OUTPUT_DIR/summary.json and
+                         the Accuracy: line give the median over the seeds, with std, mean, min, max beside it
 Anything else is passed to fairseq verbatim, after the recipe, so it overrides it.
 EOF
 }
@@ -156,8 +158,43 @@ choose_device() {
     fi
 }
 
+# --seeds=LIST is taken out before parse_args: each seed's run is this same script, without it (run_seeds)
+split_seeds() {
+    SEEDS="" LAUNCH_ARGS=() FAIRSEQ_TAIL=()
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --) FAIRSEQ_TAIL=("$@"); break ;;
+            --seeds=*) SEEDS="${1#*=}"; [ -n "$SEEDS" ] || die "--seeds needs a value"; shift ;;
+            --seeds) [ $# -ge 2 ] || die "--seeds needs a value"; SEEDS="$2"; shift 2 ;;
+            *) LAUNCH_ARGS+=("$1"); shift ;;
+        esac
+    done
+}
+
+run_seeds() {
+    [ "$MODE" = full ] || die "--seeds=$SEEDS: one fine-tuning per seed is for train_full_1p.sh and train_full_8p.sh"
+    local a
+    for a in "${EXTRA[@]}"; do
+        case "$a" in --seed|--seed=*) die "--seeds=$SEEDS and $a together: --seeds sets each run's --seed" ;; esac
+    done
+    local list seed rc codes=()
+    list="$(launch_helper seeds check --seeds "$SEEDS")" || die "could not use --seeds=$SEEDS (see the message above)"
+    for seed in $list; do
+        echo "$SCRIPT: seed $seed (of $list), output $OUTPUT_DIR/seed$seed"
+        bash "$TEST_DIR/$SCRIPT" "${LAUNCH_ARGS[@]}" --output_dir="$OUTPUT_DIR/seed$seed" --seed "$seed" \
+            "${FAIRSEQ_TAIL[@]}"
+        rc=$?
+        [ "$rc" = 0 ] || echo "$SCRIPT: seed $seed failed (exit code $rc); going on with the other seeds" >&2
+        codes+=("$rc")
+    done
+    # summary.json over the seeds, then the final lines; exits 1 when a seed failed (reported, not dropped)
+    launch_helper seeds summarize --seeds "$SEEDS" --output-dir "$OUTPUT_DIR" --exit-codes "$(IFS=,; echo "${codes[*]}")"
+    exit $?
+}
+
 launch() {
-    parse_args "$@"
+    split_seeds "$@"
+    parse_args "${LAUNCH_ARGS[@]}" "${FAIRSEQ_TAIL[@]}"
     choose_device
     local mode_tag="$MODE"
     [ "$MODE" = performance ] && mode_tag=perf
@@ -166,6 +203,7 @@ launch() {
     mkdir -p "$OUTPUT_DIR" || die "--output_dir=$OUTPUT_DIR: cannot create it"
     OUTPUT_DIR="$(cd "$OUTPUT_DIR" && pwd)"
     DATA_PATH="$(realpath -m "$DATA_PATH")"
+    [ -n "$SEEDS" ] && run_seeds
 
     local plan=(plan --mode "$MODE" --data "$DATA_PATH" --model "$MODEL" --task "$TASK" --device "$DEVICE"
                 --world-size "$WORLD_SIZE_TOTAL" --nnodes "$NNODES" --output-dir "$OUTPUT_DIR"

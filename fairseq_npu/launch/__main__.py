@@ -2,6 +2,7 @@
 
 ``plan``: write OUTPUT_DIR/plan.json and OUTPUT_DIR/fairseq_args (the fairseq command line, NUL-separated).
 ``summarize``: read the plan and the run's log, write OUTPUT_DIR/summary.json, print the final lines.
+``seeds``: check a ``--seeds`` list; summarize the runs of a multi-seed launch (fairseq_npu/launch/seeds.py).
 """
 
 import argparse
@@ -11,7 +12,7 @@ import sys
 
 from fairseq_npu import precision
 
-from . import recipes, summary, training_log
+from . import recipes, seeds, summary, training_log
 
 PLAN, ARGS = "plan.json", "fairseq_args"
 
@@ -86,10 +87,13 @@ def main(argv=None):
     summ.add_argument("--e2e-seconds", type=float, required=True)
     summ.add_argument("--exit-code", type=int, default=0)
     summ.add_argument("--fps-warmup", type=int, default=None, help="updates excluded from FPS (default: see docs)")
+    seeds.add_parser(sub)
     opts = parser.parse_args(argv)
     try:
         if opts.command == "plan":
             _plan(opts, extra)
+        elif opts.command == "seeds":
+            seeds.cli(opts)
         else:
             _summarize(opts)
     except (ValueError, OSError) as err:
