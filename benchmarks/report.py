@@ -218,14 +218,43 @@ def host_ops_section(res) -> list:
     return out + ["", "</details>", ""]
 
 
+CPU_COMPARE_COMMAND = "python -m benchmarks.compare --warmup 20 --updates 200 --repeats 2"
+GPU_CHECK_OUT = "benchmarks/results/gpu_check"
+
+
+def peer_section(title: str, path: Path, command: str) -> list:
+    """The side-by-side run of benchmarks.compare (stock, launch script defaults, HF Trainer best), if measured."""
+    from benchmarks import compare
+
+    out = [title, "", f"Command: `{command}`.", ""]
+    if not path.exists():
+        return out + ["_Not measured yet._", ""]
+    return out + [compare.markdown(json.loads(path.read_text())), ""]
+
+
 def render() -> Path:
     lines = ["# Benchmarks", "",
+             f"**The timed CPU comparison, in one command** (on an otherwise idle machine; about 9 minutes on 2 "
+             f"cores): `{CPU_COMPARE_COMMAND}`. It runs stock `fairseq-train`, `bash test/train_performance_1p.sh` "
+             "with its defaults and the Hugging Face Trainer at its best settings (RoBERTa and ALBERT 4 x 256, batch "
+             "32, real SST-2) one after another, in both orders, prints every command line, the medians and the "
+             "ratios, and writes `benchmarks/results/compare/compare.{json,md}` (section P below; then "
+             "`python -m benchmarks.run_all --render-only`).", "",
+             "**The GPU check, in one call:** `bash benchmarks/gpu_wheels.sh` on a networked machine (wheels, SST-2 "
+             "and vocabularies into the git-ignored `.gpu_payload/`), then on the GPU machine "
+             f"`bash benchmarks/gpu_check.sh {GPU_CHECK_OUT}` (CUDA tests, the same table at roberta_base / "
+             "albert_base with stock's fp16 recipe, `gpu_report.json` and `.md`; section P-GPU below). "
+             "`bash benchmarks/gpu_check.sh --dry-run DIR` runs it on a CPU at tiny sizes.", "",
              "Regenerate everything (data, measurements, plots, this page) with `python -m benchmarks.run_all` "
              "from the repository root with the venv active; `python -m benchmarks.run_all --render-only` "
              "rewrites this page from the saved results in `benchmarks/results/`. Logs of every run are kept under "
              "`work_dirs/benchmarks/`.", ""]
     if NOTES.exists():
         lines += [NOTES.read_text().rstrip(), ""]
+    lines += peer_section("## P. What a user gets: stock fairseq-train vs the launch script vs HF Trainer best (CPU)",
+                          common.RESULTS / "compare" / "compare.json", CPU_COMPARE_COMMAND)
+    lines += peer_section("## P-GPU. The same on a GPU (roberta_base, albert_base)",
+                          common.REPO / GPU_CHECK_OUT / "compare.json", f"bash benchmarks/gpu_check.sh {GPU_CHECK_OUT}")
     for name, section in (("padding_sst2", padding_section), ("throughput_cpu", throughput_section),
                           ("throughput_cpu_default_threads", lambda r: throughput_section(
                               r, "## 1b. Training throughput, CPU, wall clock at torch's default threads (2)",

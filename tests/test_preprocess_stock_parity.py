@@ -8,7 +8,7 @@ on two cores, far over the test budget):
   ``--keep-empty``; fairseq_cli/preprocess.py ``main()``), in this process, on the first rows of every split of
   the five tasks; our output must equal theirs byte for byte;
 * full: our output for the complete five tasks must have the sha256 of every file that the stock script itself
-  wrote (tests/test_preprocess_stock_sha256.json, made by ``python benchmarks/bench_preprocess.py --cases ''
+  wrote (tests/test_preprocess_stock_sha256.json, made by ``python -m benchmarks.bench_preprocess --cases ''
   --write-stock-hashes tests/test_preprocess_stock_sha256.json``, which runs the unmodified script by bash).
 """
 
