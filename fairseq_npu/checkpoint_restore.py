@@ -23,6 +23,9 @@ def check_restore_paths(cfg, suffix: str = "") -> None:
     does not exist. ``cfg`` is fairseq's CheckpointConfig; ``suffix`` the trainer's checkpoint suffix."""
     from fairseq.file_io import PathManager
 
+    resets = cfg.reset_optimizer or cfg.reset_lr_scheduler or cfg.reset_meters or cfg.reset_dataloader
+    if cfg.finetune_from_model is not None and (resets or cfg.restore_file != DEFAULT_RESTORE_FILE):
+        return  # stock refuses these combinations itself, with its own message (fairseq's tests check it)
     if cfg.restore_file != DEFAULT_RESTORE_FILE:
         path = cfg.restore_file.replace(".pt", suffix + ".pt") if suffix else cfg.restore_file
         if not PathManager.isfile(path):
