@@ -52,19 +52,10 @@ die() {
     exit 2
 }
 
-# visible devices of a kind on this node (cpu: cores)
-count_devices() {
-    case "$1" in
-        cpu) nproc ;;
-        npu) "$PYTHON" -c 'import torch, torch_npu; print(torch.npu.device_count())' 2>/dev/null || echo 0 ;;
-        cuda) "$PYTHON" -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0 ;;
-    esac
-}
-
-# the helpers in fairseq_npu/launch need only the standard library: run them from inside the package folder so
-# that `launch` is imported without fairseq_npu/__init__.py, which imports fairseq (several seconds per call)
+# the helpers in fairseq_npu/launch import no fairseq: FAIRSEQ_NPU_PLUGIN=off keeps fairseq_npu/__init__.py from
+# importing it (several seconds per call) and from installing the hooks
 launch_helper() {
-    (cd "$REPO/fairseq_npu" && env -u PYTHONSAFEPATH "$PYTHON" -m launch "$@")
+    FAIRSEQ_NPU_PLUGIN=off PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m fairseq_npu.launch "$@"
 }
 
 parse_args() {
@@ -131,18 +122,16 @@ parse_args() {
 }
 
 choose_device() {
-    if [ "$DEVICE" = auto ]; then
-        if [ "$(count_devices npu)" -gt 0 ]; then DEVICE=npu
-        elif [ "$(count_devices cuda)" -gt 0 ]; then DEVICE=cuda
-        else DEVICE=cpu
-        fi
-    fi
+    # the device and its count as fairseq_npu.device chooses them for training (npu > cuda > cpu when auto)
+    local found asked="${NPROC:-$NPROC_DEFAULT}" have
+    found="$(launch_helper device --device "$DEVICE")" || die "could not use --device=$DEVICE (see the message above)"
+    read -r DEVICE have <<< "$found"
+    # cpu "devices" are cores as nproc counts them (it honours OMP_NUM_THREADS), like the thread split below
+    [ "$DEVICE" = cpu ] && have="$(nproc)"
     if [ "$DEVICE" = npu ] && [ -f "$TEST_DIR/env_npu.sh" ]; then
         # shellcheck source=env_npu.sh
         source "$TEST_DIR/env_npu.sh"
     fi
-    local asked="${NPROC:-$NPROC_DEFAULT}" have
-    have="$(count_devices "$DEVICE")"
     if [ "$asked" -lt 1 ]; then die "--nproc=$asked: at least 1"; fi
     if [ "$asked" -gt "$have" ] && { [ "$DEVICE" != cpu ] || [ -z "$NPROC" ]; }; then
         local what="$DEVICE device(s)"
@@ -227,7 +216,7 @@ launch() {
     mapfile -d '' -t fairseq_args < "$OUTPUT_DIR/fairseq_args"
     local entry=(-m fairseq_cli.train) log="$OUTPUT_DIR/train.log"
     if [ "$MODE" = eval ]; then
-        entry=(-m fairseq_npu.launch.evaluate)
+        entry=(-m fairseq_npu.cli.evaluate)
         log="$OUTPUT_DIR/eval.log"
     fi
     local cmd=("$PYTHON")

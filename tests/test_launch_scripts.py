@@ -144,6 +144,17 @@ def test_eval_8p_on_the_best_checkpoint(data, full_1p_roberta):
     assert s["fps"] > 0
 
 
+def test_eval_on_two_processes_scores_the_whole_split(data, full_1p_roberta):
+    out = data["out"] / "eval_roberta_2p"
+    trained = load_summary(full_1p_roberta[1])
+    run_script("train_eval_8p.sh", f"--data_path={data['roberta']}", "--device=cpu", "--task=SST-2", "--nproc=2",
+               f"--restore-file={full_1p_roberta[1] / 'checkpoints' / 'checkpoint_best.pt'}", "--batch-size=16",
+               f"--output_dir={out}")
+    s = load_summary(out)
+    # each rank scored its shard; rank 0 reports the metric of all 64 sentences, as one process does
+    assert (s["samples"], s["device_count"], s["best_metric"]) == (64, 2, trained["best_metric"])
+
+
 def _albert_registered():
     import fairseq_npu  # noqa: F401
     from fairseq.models import ARCH_MODEL_REGISTRY

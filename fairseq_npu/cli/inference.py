@@ -1,11 +1,18 @@
-"""Shared by fairseq-npu-evaluate and fairseq-npu-predict: load a sentence-prediction checkpoint, run it on a split."""
+"""The plugin's one inference loop, shared by fairseq-npu-evaluate, fairseq-npu-predict and the launch scripts'
+evaluation (test/train_eval_8p.sh): load a sentence-prediction checkpoint and run it over a split.
+
+Under torchrun (``WORLD_SIZE`` > 1) each process takes one shard of the batches, on device ``LOCAL_RANK``, with the
+device's collective backend (hccl, nccl, gloo); the callers gather what they need. The loop times itself: samples
+after each process's first batch, with the device synchronised (the first batch pays for compilation).
+"""
 
 import argparse
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
@@ -27,6 +34,8 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpu", action="store_true", help="run on cpu (same as --device-type cpu)")
     parser.add_argument("--amp", action="store_true",
                         help="autocast the forward pass to the device's half dtype (fp16, or bf16 on cpu)")
+    parser.add_argument("--fp16", action="store_true", help="half (float16) weights, as fairseq-train --fp16")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 weights, as fairseq-train --bf16")
 
 
 def quiet_logs() -> None:
@@ -44,6 +53,37 @@ class Batch:
     targets: Optional[torch.Tensor]  # class indices or regression targets on cpu, or None (unlabelled split)
 
 
+@dataclass
+class Timing:
+    samples: int = 0  # every sentence this process ran
+    timed_samples: int = 0  # those after its first batch
+    seconds: float = 0.0  # from the end of the first batch to the end of the last, device synchronised
+
+
+def init_distributed(backend) -> Tuple[int, int]:
+    """(rank, world size): joins torchrun's process group when ``WORLD_SIZE`` > 1, else (0, 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        backend.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend=backend.dist_backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def gather(obj, world: int) -> list:
+    """``obj`` of every process, in rank order (a list of one without torchrun)."""
+    if world <= 1:
+        return [obj]
+    import torch.distributed as dist
+
+    out = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
 class Predictor:
     """A checkpoint, its task (data, dictionaries) and the device, ready to run over a split."""
 
@@ -58,6 +98,7 @@ class Predictor:
         if not os.path.isdir(args.data):
             raise FileNotFoundError(f"data directory {args.data} does not exist")
         self.backend = device.set_backend(args.device_type, force_cpu=args.cpu)
+        self.rank, self.world = init_distributed(self.backend)
         models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
             [args.path], arg_overrides={"data": args.data}
         )
@@ -72,9 +113,13 @@ class Predictor:
             glue_tasks.glue_task(args.glue_task) if args.glue_task else glue_tasks.infer_glue_task(args.data)
         )
         self.device = self.backend.device() if self.backend.type != "cpu" else torch.device("cpu")
-        self.model.to(self.device).eval()
-        # the forward pass autocasts as fairseq_npu.precision decides for --amp on this device
-        self.precision = precision.policy(argparse.Namespace(amp=args.amp), self.backend)
+        # weights and autocast as training's flags decide them (fairseq_npu.precision)
+        self.precision = precision.policy(
+            argparse.Namespace(amp=args.amp, fp16=getattr(args, "fp16", False), bf16=getattr(args, "bf16", False)),
+            self.backend,
+        )
+        self.model.to(dtype=self.precision.weights_dtype()).to(self.device).eval()
+        self.timing: Dict[str, Timing] = {}
         self.batch_size = args.batch_size
         self.max_tokens = args.max_tokens
 
@@ -93,19 +138,30 @@ class Predictor:
             max_positions=utils.resolve_max_positions(self.task.max_positions(), self.model.max_positions()),
             ignore_invalid_inputs=False,
             seed=1,
+            num_shards=self.world,
+            shard_id=self.rank,
             epoch=1,
             disable_iterator_cache=True,
         ).next_epoch_itr(shuffle=False)
+        timing = self.timing[split] = Timing()
+        first_done = None
         with torch.no_grad():
             for sample in itr:
-                if not sample:
+                if not sample:  # the padding batch of a shorter shard
                     continue
                 sample = utils.move_to_cuda(sample, device=self.device) if self.device.type != "cpu" else sample
                 with self.precision.autocast():
                     logits, _ = self.model(**sample["net_input"], features_only=True, classification_head_name=self.head)
                 target = sample.get("target")
-                yield Batch(
+                batch = Batch(
                     ids=sample["id"].cpu().numpy(),
-                    outputs=logits.float().cpu(),
+                    outputs=logits.float().cpu(),  # a host copy: the device is done with this batch
                     targets=target.cpu() if target is not None else None,
                 )
+                timing.samples += len(batch.ids)
+                if first_done is None:
+                    first_done = time.perf_counter()
+                else:
+                    timing.timed_samples += len(batch.ids)
+                    timing.seconds = time.perf_counter() - first_done
+                yield batch

@@ -1,5 +1,6 @@
 """Command line of the launch helpers, called by test/common.sh.
 
+``device``: print the device type and how many of it this node has (``npu 8``), as fairseq_npu.device chooses it.
 ``plan``: write OUTPUT_DIR/plan.json and OUTPUT_DIR/fairseq_args (the fairseq command line, NUL-separated).
 ``summarize``: read the plan and the run's log, write OUTPUT_DIR/summary.json, print the final lines.
 ``seeds``: check a ``--seeds`` list; summarize the runs of a multi-seed launch (fairseq_npu/launch/seeds.py).
@@ -41,6 +42,17 @@ def _plan(opts, extra):
         )
 
 
+def _device(opts):
+    from fairseq_npu import device  # torch (and torch_npu), not fairseq
+
+    try:
+        backend = device.select(opts.device)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"--device={opts.device}: {err}") from None
+    count = len(os.sched_getaffinity(0)) if backend.type == "cpu" else backend.device_count()
+    print(f"{backend.type} {count}")
+
+
 def _summarize(opts):
     with open(os.path.join(opts.output_dir, PLAN), encoding="utf-8") as f:
         plan = json.load(f)
@@ -62,6 +74,8 @@ def main(argv=None):
         argv, extra = argv[:at], argv[at + 1:]
     parser = argparse.ArgumentParser(prog="fairseq_npu.launch", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    dev = sub.add_parser("device", help="device type and count on this node (the choice training makes)")
+    dev.add_argument("--device", default="auto", help="auto, npu, cuda or cpu")
     plan = sub.add_parser("plan", help="fairseq command line and plan.json for a launch request")
     plan.add_argument("--mode", choices=recipes.MODES, required=True)
     plan.add_argument("--data", required=True)
@@ -90,12 +104,8 @@ def main(argv=None):
     seeds.add_parser(sub)
     opts = parser.parse_args(argv)
     try:
-        if opts.command == "plan":
-            _plan(opts, extra)
-        elif opts.command == "seeds":
-            seeds.cli(opts)
-        else:
-            _summarize(opts)
+        {"device": _device, "plan": lambda o: _plan(o, extra), "summarize": _summarize,
+         "seeds": seeds.cli}[opts.command](opts)
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -32,8 +32,6 @@ LOGGED_METRIC = "glue"
 ARCH = {"roberta": "roberta_base", "albert": "albert_base"}
 MODELS = tuple(ARCH)
 MODES = ("full", "performance", "eval")
-DEVICES = ("npu", "cuda", "cpu")
-DIST_BACKEND = {"npu": "hccl", "cuda": "nccl", "cpu": "gloo"}
 
 # ---------------------------------------------------------------------------------------------------------------
 # recipes
@@ -224,6 +222,8 @@ class LaunchRequest:
 
 def precision_args(req: LaunchRequest) -> List[str]:
     if req.use_apex:
+        if req.mode == "eval":  # evaluation runs the torch.amp equivalent of the apex level (no optimizer to wrap)
+            return {"O0": [], "O1": ["--amp"], "O2": ["--fp16"]}[req.opt_level]
         return ["--use-apex", "--opt-level", req.opt_level]
     chosen = precision.launch_default(req.device) if req.precision == "auto" else req.precision
     if chosen not in PRECISIONS:
@@ -238,8 +238,10 @@ def build(req: LaunchRequest) -> Tuple[List[str], dict]:
         raise ValueError(f"--model={req.model}: expected one of {', '.join(MODELS)}")
     if req.mode not in MODES:
         raise ValueError(f"mode {req.mode}: expected one of {', '.join(MODES)}")
-    if req.device not in DEVICES:
-        raise ValueError(f"--device={req.device}: expected one of {', '.join(DEVICES)}")
+    from fairseq_npu import device  # the device names and their collective backends (imports torch, not fairseq)
+
+    if req.device not in device.DIST_BACKENDS:
+        raise ValueError(f"--device={req.device}: expected one of {', '.join(device.DIST_BACKENDS)}")
     task = glue_task(req.task)
     recipe = RECIPES[req.model][task.name]
     train_size = check_data(req.data, task, req.mode)
@@ -259,7 +261,7 @@ def build(req: LaunchRequest) -> Tuple[List[str], dict]:
     ] + (["--regression-target"] if task.regression else [])
     distributed = []
     if req.world_size > 1:
-        distributed = ["--distributed-world-size", str(req.world_size), "--distributed-backend", DIST_BACKEND[req.device]]
+        distributed = ["--distributed-world-size", str(req.world_size), "--distributed-backend", device.DIST_BACKENDS[req.device]]
         if req.mode != "eval":  # each rank reads --restore-file itself: no pickled broadcast of the whole state
             distributed.append("--load-checkpoint-on-all-dp-ranks")
     plan = {
@@ -272,11 +274,12 @@ def build(req: LaunchRequest) -> Tuple[List[str], dict]:
 
     if req.mode == "eval":
         path = req.restore_file or os.path.join(req.output_dir, "checkpoints", "checkpoint_best.pt")
-        # the model, task and criterion settings come from the checkpoint; --criterion only because the task's
-        # config refers to the criterion's
-        args = common + ["--criterion", CRITERION] + distributed + [
-            "--path", path, "--valid-subset", task.valid_subsets, "--batch-size", str(batch_size),
-        ] + precision_args(req) + extra + ["--log-format", "json"]
+        # fairseq-npu-evaluate's command line (fairseq_npu/cli/evaluate.py, the plugin's one inference loop): the
+        # model and task settings come from the checkpoint; under torchrun each rank scores its shard
+        args = [
+            req.data, "--path", path, "--split", task.valid_subsets, "--glue-task", task.name,
+            "--batch-size", str(batch_size), "--max-tokens", str(req.max_tokens or 4400),
+        ] + device_args + precision_args(req) + extra + ["--json"]
         plan.update(checkpoint=path, per_device_batch_size=batch_size, update_freq=1,
                     global_batch_size=batch_size * req.world_size)
     else:

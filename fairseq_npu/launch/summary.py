@@ -24,15 +24,15 @@ def build(plan: dict, log: training_log.TrainingLog, *, e2e_seconds: float, exit
     summary.update(status="ok" if exit_code == 0 else "failed", exit_code=exit_code, log=log_path, command=command,
                    e2e_seconds=round(e2e_seconds, 3))
     if plan["mode"] == "eval":
-        record = next((r for r in reversed(log.evals) if r.get("subset") == subset), None)
+        record = next((r for r in reversed(log.evals) if r.get("split") == subset), None)
         value = record.get(metric) if record else None
         summary.update(
             fps=record.get("samples_per_second") if record else None,
             fps_method="samples/s of the evaluation loop after its first batch, all workers together",
             device_count=int(record["world_size"]) if record and "world_size" in record else None,
-            samples=int(record["samples"]) if record and "samples" in record else None,
+            samples=int(record["sentences"]) if record and "sentences" in record else None,
             metric_name=metric, final_metric=value, best_metric=value,
-            evals={r.get("subset"): r for r in log.evals},
+            evals={r.get("split"): r for r in log.evals},
         )
         return summary
 

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional
 
-_RECORD = re.compile(r"\|\s*(?P<tag>train_inner|train|valid\w*|eval\w*)\s*\|\s*(?P<json>\{.*\})\s*$")
+_RECORD = re.compile(r"\|\s*(?P<tag>train_inner|train|valid\w*)\s*\|\s*(?P<json>\{.*\})\s*$")
 _WORLD = re.compile(r"training on (\d+) devices")
 # lines fairseq prints while the training timer runs but no training happens
 _PAUSE = re.compile(r"begin validation on|Saving checkpoint to|Preparing to save checkpoint|begin dry-run validation")
@@ -59,7 +59,7 @@ class TrainingLog:
     intervals: List[Interval] = field(default_factory=list)
     valid: Dict[str, List[Dict[str, float]]] = field(default_factory=dict)  # subset -> records in order
     epochs: List[Dict[str, float]] = field(default_factory=list)  # "train" (end of epoch) records
-    evals: List[Dict[str, float]] = field(default_factory=list)  # records of fairseq_npu.launch.evaluate
+    evals: List[Dict[str, float]] = field(default_factory=list)  # lines of fairseq-npu-evaluate --json
     world_size: Optional[int] = None
 
 
@@ -68,6 +68,12 @@ def parse(lines: Iterable[str]) -> TrainingLog:
     pause = False
     for line in lines:
         match = _RECORD.search(line)
+        if match is None and line.startswith('{"task": '):  # fairseq-npu-evaluate --json: one object per split
+            try:
+                log.evals.append({k: _number(v) for k, v in json.loads(line).items()})
+            except json.JSONDecodeError:
+                pass
+            continue
         if match is None:
             world = _WORLD.search(line)
             if world:
@@ -89,11 +95,9 @@ def parse(lines: Iterable[str]) -> TrainingLog:
         elif tag == "train":
             log.epochs.append(record)
             pause = True
-        elif tag.startswith("valid"):
+        else:
             log.valid.setdefault(tag, []).append(record)
             pause = True
-        else:
-            log.evals.append(record)
     return log
 
 
