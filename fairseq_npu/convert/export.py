@@ -373,7 +373,8 @@ def export(ckpt_path, dest, head_name=None, masked_lm=False, label_dict=None, di
             if id2label:
                 config["id2label"] = id2label
                 config["label2id"] = {v: k for k, v in id2label.items()}
-        notes.append(f"head {head!r}: {'regression' if regression else f'{outputs} classes'}")
+        notes.append(f"head {head!r}: " + ("regression, outputs on the trained scale (the GLUE preprocessor "
+                                           "trains STS-B on score / 5)" if regression else f"{outputs} classes"))
     model = build_hf_model(class_name, state, config, ckpt.source)
 
     dest = Path(dest)
@@ -424,10 +425,11 @@ def cli_main(argv=None):
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, force=True)
     args = get_parser().parse_args(argv)
     try:
-        import transformers  # noqa: F401
+        import transformers
     except ImportError:
         print("fairseq-npu-export: error: needs transformers (pip install 'fairseq_npu[convert]')", file=sys.stderr)
         return 2
+    transformers.utils.logging.disable_progress_bar()  # save_pretrained's "Writing model shards" bar
     try:
         class_name, notes = export(args.checkpoint, args.dest, args.head_name, args.masked_lm, args.label_dict,
                                    args.dict_file, args.gpt2_bpe_dir, args.sentencepiece_model, args.overwrite)
