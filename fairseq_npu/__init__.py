@@ -28,8 +28,9 @@ if _plugin_wanted():
             "torchaudio requirement: pip install --no-deps ve-fairseq==0.12.3 (see README.md)"
         ) from err
 
-    from fairseq_npu import hooks
+    from fairseq_npu import hooks, quiet_logs
 
+    quiet_logs.install()  # before fairseq composes its config: the Hydra deprecation warnings come from there
     hooks.install()
 
     from fairseq_npu import criterions, models, optim, tasks  # noqa: E402,F401  (each registers its modules)

@@ -51,12 +51,11 @@ def test_a_demo_run_prints_no_warning_a_user_cannot_act_on(run):
 
 def test_the_filters_are_narrow():
     """The pin_memory and Hydra messages are dropped; another warning from the same module still shows."""
-    quiet_logs.install()
 
     def shown(message, module):
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught:  # restores the filters afterwards
             warnings.simplefilter("default")
-            quiet_logs._installed = False
+            quiet_logs._installed = False  # install again on top of the clean filters
             quiet_logs.install()
             warnings.warn_explicit(message, UserWarning, f"{module.replace('.', '/')}.py", 1, module=module)
         return [str(w.message) for w in caught]
