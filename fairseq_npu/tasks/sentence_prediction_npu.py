@@ -33,6 +33,7 @@ from omegaconf import II
 from fairseq_npu import glue_tasks, precision
 from fairseq_npu.data import BucketPadDataset, LengthGroupedDataset, PadBuckets
 from fairseq_npu.metrics import glue as glue_metrics
+from fairseq_npu.models.sdpa_self_attention import use_sdpa_attention
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,12 @@ class SentencePredictionNpuConfig(SentencePredictionConfig):
         default=None,
         metadata={"help": "GLUE task whose official metric is logged as 'glue' (CoLA, SST-2, MRPC, STS-B, QQP, "
                           "MNLI, QNLI, RTE, WNLI, AX); default: inferred from the data directory name"},
+    )
+    sdpa_attention: bool = field(
+        default=False,
+        metadata={"help": "RoBERTa self-attention as one F.scaled_dot_product_attention call with a boolean "
+                          "padding mask (the form torch_npu runs as a fused kernel); same parameters and "
+                          "checkpoints (fairseq_npu/models/sdpa_self_attention.py)"},
     )
     train_subset: str = II("dataset.train_subset")
     amp: bool = II("common.amp")  # validation autocasts as training does (fairseq_npu.precision)
@@ -157,6 +164,13 @@ class SentencePredictionNpuTask(SentencePredictionTask):
                 f"{split}: {int(over.sum())} of {len(sizes)} sentences are longer than the largest pad length "
                 f"{largest} (longest: {longest}); their batches are padded to {self.buckets.padded_length(longest)}"
             )
+
+    def build_model(self, cfg, from_checkpoint=False):
+        model = super().build_model(cfg, from_checkpoint)
+        if self.cfg.sdpa_attention:
+            logger.info(f"--sdpa-attention: {use_sdpa_attention(model)} self-attention modules run through "
+                        "F.scaled_dot_product_attention")
+        return model
 
     # ---------------------------------------------------------------------------------------------------------
     # steps
