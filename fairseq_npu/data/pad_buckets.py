@@ -4,6 +4,8 @@ from typing import Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 
+from fairseq_npu.errors import UsageError
+
 
 class PadBuckets:
     """Maps a batch's longest sequence to the length the batch is padded to.
@@ -63,14 +65,22 @@ class PadBuckets:
     def from_flags(
         cls, pad_length: Optional[int], pad_buckets: Optional[str], multiple: int, max_length: Optional[int]
     ) -> "PadBuckets":
+        # bad values are UsageErrors: fairseq-train prints them as one line naming the flag (exit 2)
         if pad_length is not None and pad_buckets:
-            raise ValueError("give --pad-length or --pad-buckets, not both")
+            raise UsageError("give --pad-length or --pad-buckets, not both")
         buckets: Iterable[int] = ()
         if pad_length is not None:
             buckets = (pad_length,)
+            if pad_length <= 0:
+                raise UsageError(f"--pad-length must be positive, got {pad_length}")
         elif pad_buckets:
             try:
                 buckets = [int(x) for x in str(pad_buckets).replace(" ", "").split(",") if x]
             except ValueError:
-                raise ValueError(f"--pad-buckets takes comma-separated integers, got {pad_buckets!r}") from None
-        return cls(buckets, multiple=multiple, max_length=max_length)
+                raise UsageError(f"--pad-buckets takes comma-separated integers, got {pad_buckets!r}") from None
+            if any(b <= 0 for b in buckets):
+                raise UsageError(f"--pad-buckets takes positive lengths, got {pad_buckets!r}")
+        try:
+            return cls(buckets, multiple=multiple, max_length=max_length)
+        except ValueError as err:
+            raise UsageError(str(err)) from None

@@ -36,6 +36,7 @@ The eps correction needs the step count; it is kept per parameter group (``fairs
 training where unused parameters (RoBERTa's LM head while fine-tuning) never receive a gradient.
 """
 
+import ast
 import logging
 import math
 from collections.abc import Collection
@@ -48,11 +49,29 @@ from fairseq.optim import FairseqOptimizer, register_optimizer
 from omegaconf import II, OmegaConf
 
 from fairseq_npu import device
+from fairseq_npu.errors import UsageError
 from fairseq_npu.optim.multi_tensor_grads import clip_grad_norm_, multiply_grads_
 
 logger = logging.getLogger(__name__)
 
 IMPLS = ["auto", "npu", "fused", "foreach", "forloop"]
+
+
+def parse_betas(value) -> tuple:
+    """``--adam-betas`` as two floats. fairseq's string form ``'(0.9, 0.98)'`` is read with ast.literal_eval, which
+    takes literals only: stock's ``eval`` ran whatever the flag held and answered a typo with a SyntaxError."""
+    text = value
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value)
+    if isinstance(value, str):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            value = None
+    if (not isinstance(value, (tuple, list)) or len(value) != 2
+            or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in value)):
+        raise UsageError(f"--adam-betas {text!r}: expected two numbers in [0, 1), e.g. '(0.9, 0.98)'")
+    return tuple(float(b) for b in value)
 
 
 @dataclass
@@ -151,12 +170,9 @@ class FairseqFusedAdamW(FairseqOptimizer):
     @property
     def optimizer_config(self):
         """Overrides applied to the param groups when a checkpoint is loaded (as fairseq adam's)."""
-        betas = self.cfg.adam_betas
-        betas = eval(betas) if isinstance(betas, str) else OmegaConf.to_container(betas) \
-            if OmegaConf.is_config(betas) else betas
         return {
             "lr": self.cfg.lr[0] if isinstance(self.cfg.lr, Collection) else self.cfg.lr,
-            "betas": tuple(betas),
+            "betas": parse_betas(self.cfg.adam_betas),
             "fairseq_eps": self.cfg.adam_eps,
             "fairseq_weight_decay": self.cfg.weight_decay,
         }

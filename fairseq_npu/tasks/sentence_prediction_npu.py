@@ -33,6 +33,7 @@ from omegaconf import II
 from fairseq_npu import glue_tasks, precision
 from fairseq_npu.data import BucketPadDataset, LengthGroupedDataset, PadBuckets
 from fairseq_npu.metrics import glue as glue_metrics
+from fairseq_npu.tasks.data_dir_check import check_data_dir
 from fairseq_npu.models.sdpa_self_attention import use_sdpa_attention
 
 logger = logging.getLogger(__name__)
@@ -95,6 +96,11 @@ class SentencePredictionNpuConfig(SentencePredictionConfig):
 @register_task("sentence_prediction_npu", dataclass=SentencePredictionNpuConfig)
 class SentencePredictionNpuTask(SentencePredictionTask):
     """Sentence (pair) classification or regression with static shapes, length grouping and GLUE metrics."""
+
+    @classmethod
+    def setup_task(cls, cfg, **kwargs):
+        check_data_dir(cfg)  # a missing input0/ or label/ is one line naming it, not a FileNotFoundError traceback
+        return super().setup_task(cfg, **kwargs)
 
     def __init__(self, cfg: SentencePredictionNpuConfig, data_dictionary, label_dictionary):
         super().__init__(cfg, data_dictionary, label_dictionary)
