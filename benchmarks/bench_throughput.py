@@ -10,6 +10,8 @@ Rows per model (same model size, batch size, data, seed and learning-rate schedu
 - ``+ length grouping``: ``--task sentence_prediction_npu --group-by-length``.
 - ``+ fused_adamw``: ``--optimizer fused_adamw``.
 - ``+ bf16 autocast``: ``--amp`` (bf16 on cpu): the plugin's best settings.
+- ``plugin best + --sdpa-attention`` (roberta): attention as one ``scaled_dot_product_attention`` call with a
+  boolean mask (fairseq_npu/models/sdpa_self_attention.py).
 - ``plugin best, glibc's default allocator`` (roberta): the same with ``FAIRSEQ_NPU_CPU_MALLOC=system``: what the
   plugin's cpu allocator setting (fairseq_npu/cpu_allocator.py) adds. Rows meant to show stock behaviour while loading the
   plugin (ALBERT's stock row, ``plugin, stock flags``) run with it too.
@@ -30,7 +32,8 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks import common, fairseq_log, glue_data
+from benchmarks import common, glue_data
+from fairseq_npu.launch import training_log
 
 LOG_INTERVAL = 10
 KEY_ROWS = {
@@ -63,7 +66,9 @@ def fairseq_rows(model: str, data: Path, batch_size: int, max_update: int, devic
             # (docs/benchmarks.md section 4); on a GPU, where the host is the bottleneck, it is the row to watch
             ("plugin best + torch.compile of the model",
              ["env", "BENCH_COMPILE_MODEL=1"] + grouped + ["--optimizer", "fused_adamw"] + common.FP16_FLAGS),
-        ]
+        ] + ([("plugin best + --sdpa-attention",
+               grouped + ["--optimizer", "fused_adamw", "--sdpa-attention"] + common.FP16_FLAGS)]
+             if model == "roberta" else [])  # ALBERT's own attention is already one such call
     rows = []
     if model == "roberta":
         rows.append(("stock", base + stock))
@@ -78,6 +83,8 @@ def fairseq_rows(model: str, data: Path, batch_size: int, max_update: int, devic
     if model == "roberta":  # ALBERT's largest gradient (15 MB) is below the size where the setting applies
         rows.append(("plugin best, glibc's default allocator",
                      glibc_default + grouped + ["--optimizer", "fused_adamw", "--amp"]))
+        rows.append(("plugin best + --sdpa-attention",
+                     grouped + ["--optimizer", "fused_adamw", "--amp", "--sdpa-attention"]))
     return rows
 
 
@@ -101,7 +108,7 @@ def measure(name: str, cmd, log: Path, warmup: int, env) -> dict:
     if "benchmarks.hf_trainer" in cmd:
         tp = json.loads(text.strip().splitlines()[-1])
     else:
-        tp = fairseq_log.throughput(fairseq_log.parse_records(text).get("train_inner", []), warmup).__dict__
+        tp = training_log.fps(training_log.parse(text), warmup, strict=True).__dict__
     cpu = tp.get("samples_per_cpu_s")
     print(f"  {name:34s} {tp['samples_per_s']:8.1f} samples/s {cpu or 0:8.1f} samples/cpu-s  "
           f"(load {info['load_before']} -> {info['load_after']})", flush=True)
