@@ -62,7 +62,8 @@ assert torch.cuda.is_available(), 'torch sees no CUDA GPU'" >>"$OUT/install.log"
     DATA="$PAYLOAD/data"
     COMPARE=(--device cuda --size base --warmup 50 --updates 250 --repeats 1)
 fi
-export PYTHON FAIRSEQ_NPU_SHARED_DATA="$DATA"
+# no network: transformers must not wait on the Hub (the Trainer's models are built from configs)
+export PYTHON FAIRSEQ_NPU_SHARED_DATA="$DATA" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 cd "$REPO" || die "cannot enter $REPO"
 
 echo "gpu_check.sh: CUDA tests (pytest -m cuda), log $OUT/pytest_cuda.log"

@@ -57,7 +57,7 @@ done
 cp "$DATA_DIR/glue/SST-2/train.tsv" "$DATA_DIR/glue/SST-2/dev.tsv" "$TMP/data/glue/SST-2/"
 cp "$DATA_DIR"/vocab/gpt2_bpe/{encoder.json,vocab.bpe,dict.txt} "$TMP/data/vocab/gpt2_bpe/"
 cp "$DATA_DIR"/vocab/albert/30k-clean.{rebuilt.model,vocab} "$TMP/data/vocab/albert/"
-(cd "$TMP" && find . -type f | sort | xargs sha256sum > SHA256SUMS)
+(cd "$TMP" && find . -type f ! -name SHA256SUMS | sort | xargs sha256sum > SHA256SUMS)
 
 SIZE_KB="$(du -sk "$TMP" | cut -f1)"
 LIMIT_KB=$((60 * 1024))
