@@ -26,7 +26,8 @@ def tiny_glue(tmp_path_factory):
 def cpu_backend(monkeypatch):
     monkeypatch.delenv(device.ENV_VAR, raising=False)
     monkeypatch.setenv(flags.AMP_DTYPE_ENV, "auto")
-    monkeypatch.delenv(apex_amp.APEX_ENV, raising=False)  # set by the parser; removed again after each test
+    # set by the parser; "" (not driven) is recorded by monkeypatch, so it is removed again after each test
+    monkeypatch.setenv(apex_amp.APEX_ENV, "")
     device.reset()
     yield
     device.reset()
@@ -118,17 +119,21 @@ def test_static_scale_overflow_skips_instead_of_stepping_on_inf(tiny_glue, apex_
     assert trainer.train_step([batch]) is not None
 
 
-def test_combine_grad_only_where_apex_takes_it_on_npu(apex_stand_in, npu_stand_in, monkeypatch):
-    fused_npu = type("FusedAdamW", (), {"impl": "npu"})()
+def test_combine_grad_only_with_an_optimizer_ascend_apex_combines(apex_stand_in, npu_stand_in):
+    from apex.optimizers import NpuFusedAdamW as ApexNpuFusedAdamW
+    from torch_npu.optim import NpuFusedAdamW as TorchNpuFusedAdamW
+
+    params = [torch.nn.Parameter(torch.ones(2))]
+    apex_fused = ApexNpuFusedAdamW(params)
     assert device.get().type == "npu"
-    assert not apex_amp._combine_grad(apex_stand_in, fused_npu)  # NVIDIA's initialize has no combine_grad
-
-    def ascend_initialize(models, optimizers=None, opt_level="O1", loss_scale=None, combine_grad=None):
-        pass
-
-    monkeypatch.setattr(apex_stand_in, "initialize", ascend_initialize)
-    assert apex_amp._combine_grad(apex_stand_in, fused_npu)
-    assert not apex_amp._combine_grad(apex_stand_in, type("Adam", (), {})())
+    assert not apex_amp._combine_grad(apex_stand_in, apex_fused, "O2")  # NVIDIA's initialize has no combine_grad
+    apex_stand_in.use_ascend_build()
+    assert apex_amp._combine_grad(apex_stand_in, apex_fused, "O1")
+    assert apex_amp._combine_grad(apex_stand_in, apex_fused, "O2")
+    assert not apex_amp._combine_grad(apex_stand_in, apex_fused, "O0")  # apex raises for it at O0
+    # torch_npu's fused optimizer: apex and torch_npu would each re-point the gradients into a buffer of their own
+    assert not apex_amp._combine_grad(apex_stand_in, TorchNpuFusedAdamW(params), "O2")
+    assert not apex_amp._combine_grad(apex_stand_in, torch.optim.AdamW(params), "O2")
 
 
 def test_explicit_precision_flag_wins_over_apex(tiny_glue, apex_stand_in, capsys):

@@ -9,8 +9,14 @@ Replaces ``fairseq.optim.AMPOptimizer`` (installed by a hook, so ``Trainer`` bui
 * autocast dtype from ``--amp-dtype`` (fp16 with loss scaling, or bf16 without);
 * an overflowing step is skipped, the scale lowered and the running count of skipped steps logged as
   ``overflows``; with bf16 (no scaler) a non-finite gradient also skips the step instead of writing NaNs;
+* the gradients are unscaled exactly once per update: ``unscale_`` and ``step`` go to the same optimizer object
+  (stock unscales the torch optimizer, then steps the fairseq wrapper, which GradScaler counts as another
+  optimizer and unscales again: the optimizer saw gradients divided by the scale twice);
+* the gradients are cleared by the inner optimizer's own ``zero_grad`` (stock sets ``p.grad = None``, which an
+  NPU fused optimizer, updating from one buffer its gradients were combined into, never sees again);
 * the scaler's state is saved in the checkpoint with the optimizer state and restored on resume (stock drops
-  it, so a resumed run restarted from the initial scale).
+  it, so a resumed run restarted from the initial scale), from any device's scaler and from an ``--fp16``
+  checkpoint's ``loss_scale``.
 """
 
 import logging
@@ -49,7 +55,8 @@ class DeviceAMPOptimizer(AMPOptimizer):
 
     def clip_grad_norm(self, max_norm, aggregate_norm_fn=None):
         """Unscales, clips; on a non-finite norm lowers the scale (or stops at --min-loss-scale)."""
-        self.scaler.unscale_(self.optimizer)
+        # the object step() passes to scaler.step: GradScaler records "unscaled" per optimizer object
+        self.scaler.unscale_(self.fp32_optimizer)
         grad_norm = self.fp32_optimizer.clip_grad_norm(max_norm, aggregate_norm_fn)
         self._grads_finite = bool(torch.isfinite(grad_norm).all())
         if not self._grads_finite:
@@ -65,6 +72,10 @@ class DeviceAMPOptimizer(AMPOptimizer):
             else:
                 logger.info("AMP: non-finite gradients (bf16, no loss scaling), skipping the step")
         return grad_norm
+
+    def zero_grad(self):
+        # the inner optimizer knows how its gradients must be cleared (fused_adamw on npu: in place)
+        self.fp32_optimizer.zero_grad()
 
     def multiply_grads(self, c):
         # the inner optimizer's (stock: the inherited loop over the same params; fused_adamw: multi-tensor)
@@ -100,8 +111,14 @@ class DeviceAMPOptimizer(AMPOptimizer):
             scaler_state = dict(scaler_state)
             self.overflows = int(scaler_state.pop("overflows", 0))
             if self.loss_scaling and scaler_state:
-                self.scaler.load_state_dict(scaler_state)
+                self._load_scaler_state(scaler_state)
         elif "loss_scale" in state_dict and self.loss_scaling:  # a --fp16 (O2) checkpoint: keep its scale
-            self.scaler.update(new_scale=float(state_dict.pop("loss_scale")))
+            # (not update(new_scale=...): before the first scale() the scaler has no scale tensor to replace)
+            self._load_scaler_state({"scale": float(state_dict.pop("loss_scale"))})
         state_dict.pop("loss_scale", None)
         self.fp32_optimizer.load_state_dict(state_dict, optimizer_overrides)
+
+    def _load_scaler_state(self, saved: dict) -> None:
+        """``saved`` over this scaler's own state: keys another device's scaler does not write are filled in
+        (torch_npu's load_state_dict requires "dynamic", which torch's scaler on cpu/cuda does not save)."""
+        self.scaler.load_state_dict({**self.scaler.state_dict(), **saved})

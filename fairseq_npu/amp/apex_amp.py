@@ -37,7 +37,9 @@ from fairseq_npu import device
 
 logger = logging.getLogger(__name__)
 
-APEX_ENV = "FAIRSEQ_NPU_APEX"  # "<opt level> <loss scale>", e.g. "O2 128.0" or "O1 dynamic"; unset: not driven
+# "<opt level> <loss scale>", e.g. "O2 128.0", "O1 dynamic", "O0 default" (apex's own); unset: apex not driving
+APEX_ENV = "FAIRSEQ_NPU_APEX"
+COMBINE_GRAD_LEVELS = ("O1", "O2")  # Ascend apex: combine_grad and its NpuFused* optimizers only at these levels
 STATE_ATTR = "fairseq_npu_apex"  # on the fairseq optimizer apex was initialized with
 STATE_KEY = "fairseq_npu_apex_amp"  # apex.amp.state_dict() inside the optimizer state of a checkpoint
 
@@ -45,7 +47,7 @@ STATE_KEY = "fairseq_npu_apex_amp"  # apex.amp.state_dict() inside the optimizer
 @dataclass(frozen=True)
 class ApexRequest:
     opt_level: str
-    loss_scale: Union[float, str]  # a number (static scale) or "dynamic"
+    loss_scale: Union[float, str, None]  # a number (static scale), "dynamic", or None: apex's default
 
 
 @dataclass
@@ -65,9 +67,9 @@ def request(opt_level: Optional[str], loss_scale: Optional[str] = None) -> None:
         os.environ.pop(APEX_ENV, None)
         return
     try:
-        scale = "dynamic" if loss_scale in (None, "dynamic") else str(float(loss_scale))
+        scale = "default" if loss_scale is None else "dynamic" if loss_scale == "dynamic" else str(float(loss_scale))
     except ValueError:
-        scale = "dynamic"  # argparse rejects the value with its own message right after
+        scale = "default"  # argparse rejects the value with its own message right after
     os.environ[APEX_ENV] = f"{opt_level} {scale}"
 
 
@@ -76,7 +78,7 @@ def requested() -> Optional[ApexRequest]:
     if len(value) != 2:
         return None
     level, scale = value
-    return ApexRequest(level, scale if scale == "dynamic" else float(scale))
+    return ApexRequest(level, None if scale == "default" else scale if scale == "dynamic" else float(scale))
 
 
 def _amp_module():
@@ -123,14 +125,33 @@ def _drop_unaccepted(method, names):
     return call
 
 
-def _combine_grad(amp, fairseq_optimizer) -> bool:
-    """Ascend apex's combine_grad=True (as the ModelZoo scripts passed it with the NPU fused Adam): only where this
-    apex build takes the argument, on an npu backend, with fused_adamw running its NPU kernel."""
+def _combine_grad(amp, torch_optimizer, opt_level: str) -> bool:
+    """Ascend apex's combine_grad=True, as the ModelZoo scripts passed it with apex's NPU fused optimizers: only
+    where this apex build takes the argument, on an npu backend, at O1/O2 (apex raises for it at O0), with an
+    optimizer apex combines itself (``is_npu_fused_optimizer``: fused_adamw's apex.optimizers.NpuFusedAdamW).
+    With torch_npu's own fused optimizer apex and torch_npu would each re-point the gradients into their buffer."""
     try:
         accepts = "combine_grad" in inspect.signature(amp.initialize).parameters
     except (TypeError, ValueError):
         accepts = False
-    return accepts and device.get().type == "npu" and getattr(fairseq_optimizer, "impl", None) == "npu"
+    return (accepts and device.get().type == "npu" and opt_level in COMBINE_GRAD_LEVELS
+            and getattr(torch_optimizer, "is_npu_fused_optimizer", None) is True)
+
+
+def _loss_scale_for(req: ApexRequest, torch_optimizer) -> Optional[Union[float, str]]:
+    """amp.initialize's loss_scale: the one asked for, else apex's default for the level (None: not passed).
+
+    At O0 apex's default is a static 1.0, for which scale_loss leaves the gradients alone. Any other O0 scale
+    makes apex set every ``p.grad`` to None before each backward and hand out new gradient tensors after it,
+    which an optimizer updating from a combined gradient buffer (torch_npu's fused ones) never reads."""
+    if req.loss_scale is None:
+        return None if req.opt_level == "O0" else "dynamic"
+    combined = getattr(torch_optimizer, "is_fused_optimizer", None) is True
+    if req.opt_level == "O0" and combined and req.loss_scale != 1.0:
+        raise ValueError(f"--use-apex --opt-level O0 --loss-scale {req.loss_scale}: with "
+                         f"{type(torch_optimizer).__name__} (gradients combined into one buffer) apex would re-create "
+                         f"the gradients the optimizer reads; O0 is fp32, drop --loss-scale")
+    return req.loss_scale
 
 
 def trainable_param_ids(trainer) -> List[int]:
@@ -157,8 +178,11 @@ def initialize(trainer, req: ApexRequest) -> None:
     _refuse_unsupported(trainer)
     amp = _amp_module()
     fairseq_optimizer = trainer._optimizer
-    kwargs = dict(opt_level=req.opt_level, loss_scale=req.loss_scale)
-    if _combine_grad(amp, fairseq_optimizer):
+    kwargs = dict(opt_level=req.opt_level)
+    loss_scale = _loss_scale_for(req, fairseq_optimizer.optimizer)
+    if loss_scale is not None:
+        kwargs["loss_scale"] = loss_scale
+    if _combine_grad(amp, fairseq_optimizer.optimizer, req.opt_level):
         kwargs["combine_grad"] = True
     model, optimizer = amp.initialize(trainer._model, fairseq_optimizer.optimizer, **kwargs)
     for name, names in (("step", ("closure",)), ("zero_grad", ("set_to_none",))):

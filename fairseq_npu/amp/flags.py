@@ -113,7 +113,7 @@ def translate(argv: List[str]) -> List[str]:
     if use_apex:
         level = flag_value(argv, "--opt-level") or DEFAULT_OPT_LEVEL
         notes.append(f"--use-apex --opt-level {level}: apex.amp drives mixed precision "
-                     f"(loss scale {loss_scale or 'dynamic'})")
+                     f"(loss scale {loss_scale or ('1.0' if level == 'O0' else 'dynamic')})")
     elif loss_scale not in (None, "dynamic"):
         scale = str(int(float(loss_scale)))
         argv += ["--fp16-init-scale", scale]

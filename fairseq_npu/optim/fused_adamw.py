@@ -8,7 +8,8 @@ maths of ``adam`` and hands the update to a fused kernel:
 impl       kernel
 =========  ======================================================================================
 npu        ``torch_npu.optim.NpuFusedAdamW`` (parameters, gradients and states combined into one
-           contiguous buffer per dtype), else Ascend apex's ``apex.optimizers.NpuFusedAdamW``
+           contiguous buffer per dtype); when apex.amp drives the run at O1/O2 (``--use-apex``),
+           Ascend apex's own ``apex.optimizers.NpuFusedAdamW``, the only kind apex combines itself
 fused      ``torch.optim.AdamW(fused=True)`` (CUDA, and CPU on torch >= 2.4)
 foreach    ``torch.optim.AdamW(foreach=True)`` (multi-tensor, one launch per op for all params)
 forloop    ``torch.optim.AdamW(foreach=False, fused=False)`` (reference, always available)
@@ -37,6 +38,7 @@ training where unused parameters (RoBERTa's LM head while fine-tuning) never rec
 """
 
 import ast
+import importlib
 import logging
 import math
 from collections.abc import Collection
@@ -50,6 +52,7 @@ from omegaconf import II, OmegaConf
 
 from fairseq_npu import device
 from fairseq_npu.errors import UsageError
+from fairseq_npu.amp import apex_amp
 from fairseq_npu.optim.multi_tensor_grads import clip_grad_norm_, multiply_grads_
 
 logger = logging.getLogger(__name__)
@@ -90,20 +93,35 @@ class FusedAdamWConfig(FairseqDataclass):
     lr: List[float] = II("optimization.lr")
 
 
+def _npu_fused_adamw_module() -> str:
+    """Where this run's NPU fused AdamW comes from.
+
+    Under apex.amp at O1/O2: apex's own ``apex.optimizers.NpuFusedAdamW``. Ascend apex recognises only optimizers
+    marked ``is_npu_fused_optimizer`` (its own NpuFused*, as the ModelZoo recipes use); given torch_npu's, apex
+    and torch_npu would each re-point the gradients into a buffer of their own, or apex O2 would set the master
+    gradients to None after each step, and the optimizer would update from stale gradients.
+    Otherwise torch_npu's: apex's refuses to step outside amp.initialize, and apex refuses it at O0."""
+    request = apex_amp.requested()
+    if request is not None and request.opt_level in apex_amp.COMBINE_GRAD_LEVELS:
+        return "apex.optimizers"
+    return "torch_npu.optim"
+
+
 def _npu_fused_adamw_class():
-    """torch_npu's fused AdamW, else Ascend apex's; None when neither is importable."""
+    """The NPU fused AdamW for this run (see ``_npu_fused_adamw_module``); None when it is not importable."""
     try:
-        from torch_npu.optim import NpuFusedAdamW
-
-        return NpuFusedAdamW
-    except ImportError:
-        pass
-    try:
-        from apex.optimizers import NpuFusedAdamW
-
-        return NpuFusedAdamW
-    except ImportError:
+        return getattr(importlib.import_module(_npu_fused_adamw_module()), "NpuFusedAdamW")
+    except (ImportError, AttributeError):
         return None
+
+
+def grads_are_combined(optimizer) -> bool:
+    """``optimizer`` updates from a buffer its gradients were combined into: torch_npu's fused optimizers
+    (``is_fused_optimizer``, torch_npu/optim/npu_fused_optim_base.py), and any optimizer apex.amp combines
+    (``is_npu_fused_optimizer`` or ``accelerate`` = combine_grad, Ascend apex). Its gradients must be zeroed in
+    place, never set to None: a gradient tensor made by the next backward would not be in the buffer."""
+    return any(getattr(optimizer, flag, None) is True
+               for flag in ("is_fused_optimizer", "is_npu_fused_optimizer", "accelerate"))
 
 
 def _fused_supported(params) -> bool:
@@ -131,7 +149,7 @@ def choose_impl(requested: str, params) -> str:
     flat = _flat_params(params)
     for impl in candidates:
         if impl == "npu" and _npu_fused_adamw_class() is None:
-            why = "neither torch_npu.optim.NpuFusedAdamW nor apex.optimizers.NpuFusedAdamW is importable"
+            why = f"{_npu_fused_adamw_module()}.NpuFusedAdamW is not importable"
         elif impl == "fused" and backend == "npu":
             why = "torch's fused AdamW is not relied on for npu tensors (torch_npu's NpuFusedAdamW is the fused one)"
         elif impl == "fused" and not _fused_supported(flat):
@@ -217,9 +235,9 @@ class FairseqFusedAdamW(FairseqOptimizer):
         self.optimizer.step(closure)
 
     def zero_grad(self):
-        if self.impl == "npu":
-            # the NPU optimizer made every .grad a view of one combined buffer at its first step: zero the
-            # buffer in place; stock fairseq's `p.grad = None` would detach the grads from what it updates
+        if grads_are_combined(self.optimizer):
+            # every .grad is a view of the combined buffer the optimizer reads: zero it in place; stock
+            # fairseq's `p.grad = None` would detach the grads from what it updates
             self.optimizer.zero_grad(set_to_none=False)
         else:
             self.optimizer.zero_grad(set_to_none=True)

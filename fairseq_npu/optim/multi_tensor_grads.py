@@ -18,6 +18,14 @@ and fairseq's MoE ``expert`` parameters, take fairseq's own function.
 Scaling (``multiply_grads``: the 1 / sample-size normalisation every update, loss-scale removal): fairseq already
 multiplies with ``torch._foreach_mul_``, but collects the gradients through ``p.grad.data``, one more operator
 (a detach) per gradient on the host. Here the same product, on the gradients themselves under ``no_grad``.
+
+On an NPU a float32 tensor factor (the clip coefficient, a tensor sample size) of float32 gradients goes in as a
+Python number: torch_npu's op-plugin registers ``_foreach_mul_`` kernels for the List, Scalar and ScalarList
+overloads only, so the Tensor overload would run torch's fallback, one launch per gradient. Reading the 0-dim
+factor costs one device-to-host copy; the update syncs on the norm anyway (the overflow check). The product is
+the same: a float32 is exactly a Python float, and the Scalar kernel copies it back to a float32 scalar and
+multiplies in float32, as the Tensor fallback does. Other dtypes keep the Tensor overload (for half gradients
+the Scalar kernels round differently).
 """
 
 from collections import defaultdict
@@ -34,6 +42,19 @@ def _total_norm(grads) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
 
 
+NO_TENSOR_FOREACH_MUL = ("npu",)  # device types without a _foreach_mul_.Tensor kernel (op-plugin)
+
+
+def _foreach_mul_(grads, factor) -> None:
+    """``torch._foreach_mul_(grads, factor)`` through an overload the gradients' device has a kernel for."""
+    if torch.is_tensor(factor):
+        factor = factor.to(grads[0].device)
+        if (grads[0].device.type in NO_TENSOR_FOREACH_MUL
+                and factor.dtype == torch.float32 and all(g.dtype == torch.float32 for g in grads)):
+            factor = factor.item()
+    torch._foreach_mul_(grads, factor)
+
+
 def clip_grad_norm_(params: Iterable[torch.Tensor], max_norm: float,
                     aggregate_norm_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
     params = list(params)
@@ -48,7 +69,7 @@ def clip_grad_norm_(params: Iterable[torch.Tensor], max_norm: float,
             total_norm = aggregate_norm_fn(total_norm)
         if max_norm > 0:
             clip_coef = (float(max_norm) / (total_norm + 1e-6)).clamp_(max=1)
-            torch._foreach_mul_(grads, clip_coef)
+            _foreach_mul_(grads, clip_coef)
     return total_norm
 
 
@@ -63,5 +84,5 @@ def multiply_grads_(params: Iterable[torch.Tensor], c: Union[float, torch.Tensor
                 p.grad.mul_(c.to(p.grad.device) if torch.is_tensor(c) else c)
             else:
                 groups[(p.grad.device, p.grad.dtype)].append(p.grad)
-        for (dev, _), grads in groups.items():
-            torch._foreach_mul_(grads, c.to(dev) if torch.is_tensor(c) else c)
+        for grads in groups.values():
+            _foreach_mul_(grads, c)

@@ -1,11 +1,13 @@
-"""Stand-in for torch_npu (tests only): same names, records calls, runs nothing on a device."""
+"""Stand-in for torch_npu (tests only): same names, records calls, runs nothing on a device (see ../README.md)."""
 
+import os
 import sys
 import types
 
 import torch
 
 from . import optim  # noqa: F401  (torch_npu.optim.NpuFusedAdamW)
+from .grad_scaler import GradScaler
 
 CALLS = []  # (name, args) of every torch.npu call, for assertions
 STATE = {"available": True, "count": 8, "current": 0, "bf16": True}
@@ -38,8 +40,45 @@ npu.memory_allocated = _recorded("memory_allocated", 1024)
 npu.max_memory_allocated = _recorded("max_memory_allocated", 2048)
 npu.reset_peak_memory_stats = _recorded("reset_peak_memory_stats")
 npu.is_bf16_supported = lambda: STATE["bf16"]
+
+
+def get_amp_supported_dtype():
+    """torch.autocast(device_type="npu") asks the device module for this (torch/amp/autocast_mode.py) and refuses
+    to run without it; torch_npu/npu/autocast_utils.py answers fp16 (+ bf16 where supported) and fp32."""
+    if npu.is_bf16_supported():
+        return [torch.float16, torch.bfloat16, torch.float32]
+    return [torch.float16, torch.float32]
+
+
+npu.get_amp_supported_dtype = get_amp_supported_dtype
 npu.amp = types.ModuleType("torch.npu.amp")
-npu.amp.GradScaler = torch.amp.GradScaler  # the real one works on cpu tensors with device="cpu"
+npu.amp.GradScaler = GradScaler
+HOST_TENSORS_ENV = "TORCH_NPU_STAND_IN_HOST_TENSORS"  # "1": keep_tensors_on_host() at import (spawned processes)
+
+
+def keep_tensors_on_host():
+    """No tensor can live on the stand-in's device, so fairseq_npu's npu backend is told to place its tensors in
+    host memory: the plugin's npu code paths (device choice, torch_npu's GradScaler, NpuFusedAdamW, autocast on
+    "npu", hccl) then train a model for real. Undo with ``keep_tensors_on_host.undo()``."""
+    from fairseq_npu import device
+
+    current = device.DeviceBackend.device
+    if getattr(current, "stand_in", False):
+        return
+
+    def on_host(self, index=None):
+        return torch.device("cpu") if self.type == "npu" else current(self, index)
+
+    on_host.stand_in = True
+    device.DeviceBackend.device = on_host
+
+    def undo():
+        device.DeviceBackend.device = current
+
+    keep_tensors_on_host.undo = undo
+
+
+keep_tensors_on_host.undo = lambda: None
 
 
 def install():
@@ -64,6 +103,8 @@ def install():
         is_available.stand_in = current_accelerator.stand_in = True
         torch.accelerator.is_available = is_available
         torch.accelerator.current_accelerator = current_accelerator
+    if os.environ.get(HOST_TENSORS_ENV) == "1":
+        keep_tensors_on_host()
 
 
 def reset():
