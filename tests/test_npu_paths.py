@@ -308,3 +308,20 @@ def test_npu_smoke_script_passes_every_pairing_under_the_stand_ins(tmp_path):
     kernels = {(r["mode"], r["optimizer"]): r["kernel"].rsplit(".", 1)[-1] for r in results}
     assert kernels[("amp-fp16", "fused_adamw")] == "NpuFusedAdamW"
     assert run.stdout.rstrip().endswith("npu_smoke: 14 passed, 0 failed, 0 skipped")
+
+
+# --------------------------------------------------------------------------------------------------- env_npu.sh
+
+
+def test_env_npu_sets_torch_npu_2_variables_and_keeps_the_callers():
+    script = ('source test/env_npu.sh 2> /dev/null; for v in TASK_QUEUE_ENABLE HCCL_EXEC_TIMEOUT HCCL_CONNECT_TIMEOUT '
+              'COMBINED_ENABLE PTCOPY_ENABLE TRI_COMBINED_ENABLE DYNAMIC_OP HCCL_IF_IP CPU_AFFINITY_CONF; do '
+              'echo "$v=${!v-unset}"; done')
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
+    seen = subprocess.run(["bash", "-c", script], cwd=REPO, env=env, capture_output=True, text=True).stdout.split()
+    assert seen == ["TASK_QUEUE_ENABLE=2", "HCCL_EXEC_TIMEOUT=1800", "HCCL_CONNECT_TIMEOUT=1800", "COMBINED_ENABLE=1",
+                    "PTCOPY_ENABLE=unset", "TRI_COMBINED_ENABLE=unset", "DYNAMIC_OP=unset", "HCCL_IF_IP=unset",
+                    "CPU_AFFINITY_CONF=unset"]
+    kept = subprocess.run(["bash", "-c", script], cwd=REPO, env=dict(env, TASK_QUEUE_ENABLE="1", HCCL_IF_IP="10.0.0.2"),
+                          capture_output=True, text=True).stdout.split()
+    assert "TASK_QUEUE_ENABLE=1" in kept and "HCCL_IF_IP=10.0.0.2" in kept
