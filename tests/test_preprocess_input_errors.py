@@ -121,6 +121,7 @@ def test_skip_bad_rows_drops_dev_rows_with_labels_train_lacks(tmp_path, capsys):
     manifest = json.loads((tmp_path / "out" / "RTE-bin" / "preprocess.json").read_text())
     assert manifest["splits"]["valid"]["skipped"] == {"label not in train": 1}
     assert manifest["splits"]["valid"]["dropped_indices"] == [0]
+    assert manifest["num_classes"] == 1  # what the label dictionary holds, not RTE's 2
     # every dev row dropped: an empty split, an error
     tsv(g / "RTE" / "dev.tsv", PAIR_HEAD, [[0, "E.", "F.", "not_entailment"]])
     code, errors = run_main([str(g), "RTE", "--vocab-dir", str(GPT2), "--dest", str(tmp_path / "out"),

@@ -349,6 +349,12 @@ def _build(layout, present, source, out, dest, model, vocab_dir, workers, spm_mo
             train = next((r for r in labelled if r.layout.output == "train"), labelled[0])
             label_dict = build_label_dictionary(train.labels)
             label_dict.save(str(label_dir / "dict.txt"))
+            seen = sorted(set(train.labels))
+            if layout.labels and len(seen) < len(layout.labels):  # a subset of the task: the head follows the data
+                logger.warning("%s: %s has %d of the %d %s labels (no %s): train with --num-classes %d",
+                               layout.name, train.path, len(seen), len(layout.labels), layout.name,
+                               ", ".join(sorted(set(layout.labels) - set(seen))), len(seen))
+            manifest["num_classes"] = len(seen)
             for rows in labelled:
                 ids, sizes = encode_labels(label_dict, rows.labels)
                 write_dataset(label_dir / rows.layout.output, ids, sizes, len(label_dict))
