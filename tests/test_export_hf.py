@@ -302,3 +302,17 @@ def test_albert_tokenizer_files_from_the_sentencepiece_model(tmp_path, shared_da
     ids = tokenizer(a, b)["input_ids"]
     ours = [0] + albert_vocab.encode_text(processor, a) + [2] + albert_vocab.encode_text(processor, b) + [2]
     assert albert_vocab.spm_to_fairseq_ids(ids) == ours
+
+
+def test_a_word_level_dictionary_gets_no_gpt2_tokenizer(tmp_path):
+    """GPT-2's BPE cannot produce the ids of a dictionary of words: the model is exported, the tokenizer is not."""
+    data = tmp_path / "data"
+    (data / "input0").mkdir(parents=True)
+    (data / "input0" / "dict.txt").write_text("".join(f"w{i} 1\n" for i in range(V - 5)))
+    (tmp_path / "bpe").mkdir()
+    (tmp_path / "bpe" / "encoder.json").write_text('{"a": 0}')
+    (tmp_path / "bpe" / "vocab.bpe").write_text("#version: 0.2\n")
+    _, path = fairseq_checkpoint(tmp_path, "roberta", {}, {"_name": "masked_lm", "data": str(data)})
+    _, notes = export(path, tmp_path / "hf", gpt2_bpe_dir=tmp_path / "bpe")
+    assert f"{data / 'input0' / 'dict.txt'}:1: 'w0' is no GPT-2 BPE id: tokenizer files not written" in notes
+    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == ["config.json", "model.safetensors"]

@@ -324,6 +324,10 @@ def write_tokenizer(ckpt: FairseqCheckpoint, directory: Path, rows: int, max_len
             symbols = Dictionary.load(str(dict_path)).symbols
         except (OSError, ValueError, RuntimeError) as err:
             raise ConversionError(f"{dict_path}: not a fairseq dict.txt ({err})") from None
+        odd = hf_tokenizer.not_gpt2_symbol(symbols)
+        if odd is not None:  # e.g. a word-level dictionary: GPT-2's BPE would not produce these ids
+            notes.append(f"{dict_path}:{odd[0]}: {odd[1]!r} is no GPT-2 BPE id: tokenizer files not written")
+            return
         hf_tokenizer.write_roberta(directory, symbols, dict_path, bpe / "encoder.json", bpe / "vocab.bpe", rows,
                                    max_length)
         notes.append(f"tokenizer: vocab.json from {dict_path} + {bpe / 'encoder.json'}, merges.txt")

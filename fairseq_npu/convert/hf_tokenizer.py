@@ -17,6 +17,14 @@ from .errors import ConversionError
 ROBERTA_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 
 
+def not_gpt2_symbol(symbols: Sequence[str]):
+    """(line, symbol) of the first dictionary entry that is no GPT-2 id (nor a special or fairseq padding), or None."""
+    for fairseq_id, symbol in enumerate(symbols):
+        if not (symbol in ROBERTA_SPECIALS or symbol.isdigit() or symbol.startswith("madeupword")):
+            return fairseq_id - 3, symbol
+    return None
+
+
 def roberta_vocab(symbols: Sequence[str], encoder: Dict[str, int], dict_path, rows: int) -> Dict[str, int]:
     """``vocab.json`` for a RoBERTa whose fairseq dictionary has ``symbols`` (id order) and ``rows`` embeddings.
 
