@@ -5,5 +5,6 @@
     python -m benchmarks.bench_throughput   the throughput table, row by row up to the plugin's best settings
 
 docs/benchmarks.md lists them all. The modules are scripts first; what other code (the tests) may use is
-``common`` (sizes and command lines), ``fairseq_log`` (reading fairseq's json logs) and ``op_counter``.
+``common`` (sizes and command lines) and ``op_counter``; fairseq's json logs are read by
+``fairseq_npu.launch.training_log``, the plugin's one log reader.
 """

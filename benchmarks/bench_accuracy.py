@@ -20,7 +20,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmarks import common, fairseq_log, glue_data
+from benchmarks import common, glue_data
+from fairseq_npu.launch import training_log
 
 # per budget and task: batch size (README.glue.md), peak lr, updates, validation interval
 BUDGETS = {
@@ -47,7 +48,7 @@ VARIANTS = {
 def train_cmd(model: str, task: str, path: str, data: Path, budget: dict = None, seed: int = 1) -> list:
     b = (budget or BUDGET)[task]
     # warm-up: 1/16 of the updates, close to the 6% of fairseq's GLUE recipe
-    cmd = [str(common.BIN / "fairseq-train"), str(data),
+    cmd = [common.fairseq_train(), str(data),
            *common.common_train_flags(b["batch_size"], b["lr"], b["updates"], b["updates"] // 16, seed),
            *common.model_flags(model, common.SMALL_SIZES), *common.task_flags(task),
            "--max-update", str(b["updates"]), "--log-interval", "20",
@@ -69,7 +70,7 @@ def train_cmd(model: str, task: str, path: str, data: Path, budget: dict = None,
 
 def curve(log_text: str, metric: str) -> dict:
     """Dev metric (both paths log it in percent) by update and by seconds since the first training record."""
-    records = fairseq_log.parse_records(log_text)
+    records = training_log.parse(log_text).records
     inner = records.get("train_inner", [])
     valid = records.get("valid", [])
     if not valid:

@@ -18,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import fairseq_log, glue_data
+from benchmarks import glue_data
+from fairseq_npu.launch import training_log
 from benchmarks.common import REPO as ROOT
 
 
@@ -72,7 +73,7 @@ def finish(task, extra, proc, cmd, log, started):
     if proc.wait() != 0:
         raise RuntimeError(f"{task} run failed, see {log}")
     wall = time.time() - started
-    records = fairseq_log.parse_records(log.read_text())
+    records = training_log.parse(log.read_text()).records
     valid, train = records.get("valid", []), records.get("train", [])
     return {
         "task": task, "flags": list(extra), "wall_s": round(wall, 1),

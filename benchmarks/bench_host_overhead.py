@@ -23,7 +23,8 @@ import statistics
 import sys
 from pathlib import Path
 
-from benchmarks import common, fairseq_log, glue_data
+from benchmarks import common, glue_data
+from fairseq_npu.launch import training_log
 
 # roberta_base / albert_base depth and tensor count, width 64 (ALBERT keeps its 128-dim embedding)
 NARROW_SIZES = {
@@ -105,8 +106,7 @@ def main(argv=None) -> int:
             for row in (timed if rep % 2 == 0 else timed[::-1]):
                 log = common.WORK / "host_ops" / model / f"{row['slug']}.time.{rep}.log"
                 info = common.run_logged(row["timing_cmd"], log, env=row["env"])
-                tp = fairseq_log.throughput(fairseq_log.parse_records(log.read_text()).get("train_inner", []),
-                                            row["warmup"])
+                tp = training_log.fps(training_log.parse(log.read_text()), row["warmup"], strict=True)
                 row["runs"].append(dict(ms_per_update=1000.0 / tp.updates_per_s,
                                         cpu_ms_per_update=32 * 1000.0 / tp.samples_per_cpu_s, **info))
                 print(f"{model} | {row['name']}: {row['runs'][-1]['ms_per_update']:.1f} ms per update "

@@ -20,7 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import common, fairseq_log, glue_data
+from benchmarks import common, glue_data
+from fairseq_npu.launch import training_log
 
 LOG_INTERVAL = 10
 
@@ -46,7 +47,7 @@ def measure(name, cmd, env, log, warmup):
         last = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
         print(f"  {name}: FAILED: {last}", flush=True)
         return dict(name=name, command=common.shell_command(cmd, env), error=last, log=str(log))
-    tp = fairseq_log.throughput(fairseq_log.parse_records(log.read_text()).get("train_inner", []), warmup)
+    tp = training_log.fps(training_log.parse(log.read_text()), warmup, strict=True)
     print(f"  {name:40s} {tp.samples_per_s:8.1f} samples/s {tp.samples_per_cpu_s or 0:8.1f} samples/cpu-s  (load {info['load_before']} -> {info['load_after']})",
           flush=True)
     return dict(name=name, command=common.shell_command(cmd, env), **tp.__dict__, **info)

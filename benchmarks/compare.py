@@ -13,7 +13,7 @@ repeats and reversed on even ones):
   the device's faster precision).
 
 Samples/s are wall-clock, over the updates after ``--warmup``: from fairseq's ``train_inner`` records for the two
-fairseq rows (``benchmarks/fairseq_log.py``), from the Trainer's step callback for the HF row. Prints each run, the
+fairseq rows (``fairseq_npu/launch/training_log.py``), from the Trainer's step callback for the HF row. Prints each run, the
 median per row, the ratios and every command line; writes ``OUT_DIR/compare.json`` and ``compare.md``.
 
     python -m benchmarks.compare                               # CPU: 4 x 256 models, about 10 minutes on 2 cores
@@ -28,7 +28,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from benchmarks import common, fairseq_log, glue_data
+from benchmarks import common, glue_data
+from fairseq_npu.launch import training_log
 
 STOCK, LAUNCH, HF = "stock fairseq-train", "train_performance_1p.sh defaults", "HF Trainer best"
 LOG_INTERVAL = 10  # the launch script's for performance runs: --warmup and --updates must be multiples of it
@@ -45,7 +46,7 @@ def size_flags(model: str, size: str) -> List[str]:
 
 def rows(model: str, data: Path, a, rep: int) -> List[Tuple[str, List[str]]]:
     max_update = a.warmup + a.updates
-    stock = [str(common.BIN / "fairseq-train"), str(data),
+    stock = [common.fairseq_train(), str(data),
              *common.common_train_flags(a.batch_size, 1e-4, 2000, 100, cpu=a.device == "cpu"),
              "--arch", f"{model}_base", *size_flags(model, a.size), *common.task_flags("SST-2"),
              "--max-update", str(max_update), "--log-interval", str(LOG_INTERVAL), "--no-save",
@@ -71,7 +72,7 @@ def measure(name: str, cmd: List[str], log: Path, warmup: int, env: Dict[str, st
     if name == HF:
         tp = json.loads(text.strip().splitlines()[-1])
     else:
-        tp = fairseq_log.throughput(fairseq_log.parse_records(text).get("train_inner", []), warmup).__dict__
+        tp = training_log.fps(training_log.parse(text), warmup, strict=True).__dict__
     return dict(samples_per_s=tp["samples_per_s"], pad_ratio=tp.get("pad_ratio"), **info)
 
 

@@ -1,10 +1,12 @@
-"""The benchmarks' reading of fairseq json logs: records, timestamps and samples/s after warm-up."""
+"""The benchmarks' reading of fairseq json logs (fairseq_npu/launch/training_log.py, the one log reader): records,
+timestamps and samples/s after warm-up."""
 
 from pathlib import Path
 
 import pytest
 
-from benchmarks import bench_throughput, common, fairseq_log
+from benchmarks import bench_throughput, common
+from fairseq_npu.launch import training_log
 
 LOG = """\
 $ fairseq-train ...
@@ -18,38 +20,38 @@ not a record | train_inner | {broken
 
 
 def test_records_by_kind_with_numbers_and_time():
-    rec = fairseq_log.parse_records(LOG)
+    rec = training_log.parse(LOG).records
     assert [len(rec[k]) for k in ("train_inner", "valid", "train")] == [3, 1, 1]
     assert rec["valid"][0]["valid_accuracy"] == 81.5
     assert rec["train_inner"][2]["_time"] - rec["train_inner"][0]["_time"] == 22.0
 
 
 def test_throughput_is_total_samples_over_total_time_after_warmup():
-    inner = fairseq_log.parse_records(LOG)["train_inner"]
-    tp = fairseq_log.throughput(inner, warmup_updates=10)
+    inner = training_log.parse(LOG)
+    tp = training_log.fps(inner, warmup_updates=10, strict=True)
     # intervals 10-20 (5 s, 320 samples) and 20-30 (2.5 s, 160 samples): 480 / 7.5, not the mean of 64 and 64
     assert tp.samples_per_s == pytest.approx(64.0)
     assert tp.measured_updates == 20 and tp.measured_seconds == pytest.approx(7.5)
     assert tp.real_tokens_per_batch == pytest.approx(200.0)
     assert tp.pad_ratio == pytest.approx(0.2)
-    assert fairseq_log.throughput(inner, 0).samples_per_s == pytest.approx((320 + 320 + 160) / 27.5)
+    assert training_log.fps(inner, 0, strict=True).samples_per_s == pytest.approx((320 + 320 + 160) / 27.5)
 
 
 def test_throughput_without_measured_interval_says_so():
-    inner = fairseq_log.parse_records(LOG)["train_inner"]
+    inner = training_log.parse(LOG)
     with pytest.raises(ValueError, match="no train_inner interval after 30 warm-up updates"):
-        fairseq_log.throughput(inner, warmup_updates=30)
+        training_log.fps(inner, warmup_updates=30, strict=True)
 
 
 
 def test_samples_per_cpu_second_from_cpu_ms():
     timed = LOG.replace('"ups"', '"cpu_ms": "500", "ups"', 1).replace('"ups": "2"', '"ups": "2", "cpu_ms": "250"')
     timed = timed.replace('"ups": "4"', '"ups": "4", "cpu_ms": "100"')
-    tp = fairseq_log.throughput(fairseq_log.parse_records(timed)["train_inner"], warmup_updates=10)
+    tp = training_log.fps(training_log.parse(timed), warmup_updates=10, strict=True)
     # 320 + 160 samples over 10 x 0.25 + 10 x 0.1 CPU-seconds
     assert tp.samples_per_cpu_s == pytest.approx(480 / 3.5)
     # without cpu_ms on every record there is no CPU-time figure
-    assert fairseq_log.throughput(fairseq_log.parse_records(LOG)["train_inner"], 10).samples_per_cpu_s is None
+    assert training_log.fps(training_log.parse(LOG), 10, strict=True).samples_per_cpu_s is None
 
 
 @pytest.mark.parametrize("model", ["roberta", "albert"])

@@ -45,9 +45,9 @@ def train(data, *extra, save_dir=None):
 
 
 def last_record(text, kind="train_inner"):
-    from benchmarks import fairseq_log
+    from fairseq_npu.launch import training_log
 
-    return fairseq_log.parse_records(text)[kind][-1]
+    return training_log.parse(text).records[kind][-1]
 
 
 def test_cuda_is_chosen_and_pairs_with_nccl(fresh_device):
@@ -111,10 +111,10 @@ def test_fp16_recipe_skips_overflowing_steps_then_trains(tiny_data):
 
 
 def test_amp_fp16_skips_an_overflow_and_bf16_trains(tiny_data):
-    from benchmarks import fairseq_log
+    from fairseq_npu.launch import training_log
 
     fp16 = train(tiny_data, "--amp", "--amp-dtype", "float16", "--amp-init-scale", HUGE_SCALE, "--max-update", "4")
-    inner = fairseq_log.parse_records(fp16)["train_inner"]
+    inner = training_log.parse(fp16).records["train_inner"]
     # the skipped steps: counted in the records (the plugin's "overflows") or logged by fairseq's AMP path
     skipped = sum(r.get("overflows", 0) for r in inner) > 0 or re.search(r"overflow detected", fp16, re.IGNORECASE)
     assert skipped and inner[-1]["num_updates"] == 4 and inner[-1]["loss_scale"] < 2**30, fp16[-2000:]

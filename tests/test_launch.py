@@ -45,17 +45,17 @@ def test_fps_excludes_warmup_and_intervals_spanning_validation_or_checkpoints():
     # intervals (20,30], (40,50], (50,60]: 3 x 10 x 256 samples in 1.25 + 1.0 + 2.0 s
     assert result.intervals_used == 3 and result.first_update == 20 and result.last_update == 60
     assert result.samples == 7680
-    assert result.fps == pytest.approx(7680 / 4.25, rel=1e-12)
+    assert result.samples_per_s == pytest.approx(7680 / 4.25, rel=1e-12)
     # default warm-up: a tenth of the logged updates (6) -> (10,20] is timed too: 2560 samples more in 2.5 s
     default = training_log.fps(log)
-    assert default.fps == pytest.approx(10240 / 6.75, rel=1e-12)
+    assert default.samples_per_s == pytest.approx(10240 / 6.75, rel=1e-12)
 
 
 def test_fps_falls_back_to_ups_and_handles_too_short_logs():
     lines = [_inner(1, 5, 32, "x", "y", ups=2.0), _inner(1, 10, 32, "x", "y", ups=4.0)]
     lines = [ln.replace('"wps": "y", ', "").replace('"wpb": "x", ', "") for ln in lines]
-    assert training_log.fps(training_log.parse(lines)).fps == pytest.approx(32 * 4.0)
-    assert training_log.fps(training_log.parse(lines[:1])).fps is None
+    assert training_log.fps(training_log.parse(lines)).samples_per_s == pytest.approx(32 * 4.0)
+    assert training_log.fps(training_log.parse(lines[:1])).samples_per_s is None
 
 
 def test_summary_metrics_and_final_lines():

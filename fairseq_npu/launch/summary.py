@@ -49,14 +49,14 @@ def build(plan: dict, log: training_log.TrainingLog, *, e2e_seconds: float, exit
         device_count=log.world_size,
         epochs=int(epoch_records[-1]["epoch"]) if epoch_records else (last.epoch if last else 0),
         updates=updates,
-        fps=round(throughput.fps, 3) if throughput.fps else None,
+        fps=round(throughput.samples_per_s, 3) if throughput.samples_per_s else None,
         fps_method=(
             "samples/s = sum(bsz*updates) / sum(updates*wpb/wps) over train_inner intervals after warm-up, "
             "excluding intervals that span validation, checkpoint saving or an epoch boundary"
         ),
         fps_window={"after_update": throughput.first_update, "to_update": throughput.last_update,
                     "intervals": throughput.intervals_used, "of_intervals": throughput.intervals_total,
-                    "samples": throughput.samples, "seconds": round(throughput.seconds, 6)},
+                    "samples": throughput.samples, "seconds": round(throughput.measured_seconds, 6)},
         metric_name=metric if plan["mode"] == "full" else None,
         final_metric=values[-1] if values else None,
         best_metric=_best(values, metric),
