@@ -34,7 +34,7 @@ CONFORMANCE_FLAGS ?= --fast
 CONFORMANCE_OUT ?= conformance_output
 conformance: install
 	rm -rf $(CONFORMANCE_OUT)
-	-bash $(FAIRSEQ_TESTS)/run.sh --with-plugin $(CONFORMANCE_FLAGS) $(CONFORMANCE_OUT)
+	-bash $(FAIRSEQ_TESTS)/run.sh --with-plugin $(CONFORMANCE_FLAGS) $(abspath $(CONFORMANCE_OUT))
 	$(BIN)/python tests/conformance_check.py $(CONFORMANCE_OUT)/fairseq_tests.xml
 
 clean:
