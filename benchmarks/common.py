@@ -5,6 +5,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -86,6 +87,13 @@ def common_train_flags(batch_size: int, lr: float, total_updates: int, warmup: i
     ]
 
 
+def fairseq_train() -> str:
+    """fairseq's ``fairseq-train`` console script: beside this interpreter (a venv), else the one on PATH (the GPU
+    check installs fairseq into a folder of its own)."""
+    local = BIN / "fairseq-train"
+    return str(local) if local.exists() else (shutil.which("fairseq-train") or str(local))
+
+
 def module_command(name: str, *args: str) -> List[str]:
     """``python -m benchmarks.NAME ARGS``: how one benchmark runs another (from the repository root)."""
     return [sys.executable, "-m", f"benchmarks.{name}", *args]
@@ -136,7 +144,7 @@ def shell_command(cmd: List[str], env: Optional[Dict[str, str]] = None) -> str:
     """The command as a user would type it from the repo root (venv active)."""
     parts = [f"{k}={shlex.quote(v)}" for k, v in (env or {}).items()]
     args = list(cmd)
-    if args and args[0].startswith(str(BIN)):
+    if args and (args[0].startswith(str(BIN)) or Path(args[0]).name == "fairseq-train"):
         args[0] = Path(args[0]).name
     args = ["python" if a == sys.executable else a for a in args]  # also after an `env VAR=value` prefix
     args = [str(Path(a).relative_to(REPO)) if a.startswith(str(REPO) + "/") else a for a in args]

@@ -3,8 +3,9 @@
 #   bash benchmarks/gpu_check.sh OUT_DIR            (after `bash benchmarks/gpu_wheels.sh` filled .gpu_payload/)
 #   bash benchmarks/gpu_check.sh --dry-run OUT_DIR  (the same steps on this machine's CPU at tiny sizes)
 #   --models roberta     only that model's rows in the throughput table (default roberta,albert)
-# 1. installs what the GPU machine lacks from .gpu_payload/wheels into OUT_DIR/venv (a venv that sees the
-#    machine's own torch, transformers and accelerate); the plugin and the benchmarks run from this checkout;
+# 1. installs what the GPU machine lacks from .gpu_payload/wheels into OUT_DIR/site, first on PYTHONPATH for the
+#    machine's python3 ($PYTHON overrides) and its torch, transformers and accelerate; the plugin and the
+#    benchmarks run from this checkout;
 # 2. runs the CUDA tests (`pytest -m cuda`): OUT_DIR/pytest_cuda.{log,xml};
 # 3. runs the throughput table (python -m benchmarks.compare: stock fairseq fp16 recipe, the launch script's
 #    defaults, HF Trainer best; roberta_base and albert_base; batch 32; real SST-2): OUT_DIR/compare.{json,md};
@@ -46,18 +47,17 @@ if [ "$DRY_RUN" = 1 ]; then
 else
     [ -f "$PAYLOAD/SHA256SUMS" ] || die "$PAYLOAD not found: run bash benchmarks/gpu_wheels.sh on a networked machine first"
     (cd "$PAYLOAD" && sha256sum --check --quiet SHA256SUMS) || die "$PAYLOAD does not match its SHA256SUMS"
-    echo "gpu_check.sh: installing from $PAYLOAD/wheels into $OUT/venv"
-    if ! python3 -m venv --system-site-packages "$OUT/venv" >"$OUT/install.log" 2>&1; then
-        python3 -m venv --without-pip --system-site-packages "$OUT/venv" >>"$OUT/install.log" 2>&1 \
-            || die "cannot create a virtual environment (see $OUT/install.log)"
-    fi
-    PYTHON="$OUT/venv/bin/python"
-    if "$PYTHON" -m pip --version >/dev/null 2>&1; then PIP=("$PYTHON" -m pip)
-    else PIP=(python3 -m pip --python "$PYTHON"); fi  # a venv without pip: the machine's pip installs into it
-    "${PIP[@]}" install --disable-pip-version-check --no-index --no-deps "$PAYLOAD"/wheels/*.whl \
-        >>"$OUT/install.log" 2>&1 || die "installing the wheels failed (see $OUT/install.log)"
-    "$PYTHON" -c "import fairseq, hydra, omegaconf, bitarray, sacrebleu, transformers, accelerate, torch; \
-assert torch.cuda.is_available(), 'torch sees no CUDA GPU'" >>"$OUT/install.log" 2>&1 \
+    # into a folder put first on PYTHONPATH, for the machine's own python3 (whether it lives in the system, a
+    # conda env or a venv): a new venv would not see the torch of an outer venv
+    PYTHON="${PYTHON:-$(command -v python3)}"
+    SITE="$OUT/site"
+    echo "gpu_check.sh: installing from $PAYLOAD/wheels into $SITE (for $PYTHON)"
+    "$PYTHON" -m pip install --disable-pip-version-check --no-index --no-deps --upgrade --target "$SITE" \
+        "$PAYLOAD"/wheels/*.whl >"$OUT/install.log" 2>&1 || die "installing the wheels failed (see $OUT/install.log)"
+    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" PATH="$SITE/bin:$PATH"
+    "$PYTHON" -c "import fairseq, hydra, omegaconf, bitarray, sacrebleu, pytest, transformers, accelerate, torch; \
+assert torch.cuda.is_available(), 'torch sees no CUDA GPU'; print('fairseq', fairseq.__version__, 'torch', \
+torch.__version__, torch.cuda.get_device_name(0))" >>"$OUT/install.log" 2>&1 \
         || die "the environment does not import (see $OUT/install.log)"
     DATA="$PAYLOAD/data"
     COMPARE=(--device cuda --size base --warmup 50 --updates 250 --repeats 1)

@@ -35,7 +35,8 @@ TMP="$(mktemp -d "$(dirname "$OUT")/.gpu_payload.XXXXXX")"
 trap 'rm -rf "$TMP"' EXIT
 mkdir -p "$TMP/wheels" "$TMP/data/glue/SST-2" "$TMP/data/vocab/gpt2_bpe" "$TMP/data/vocab/albert"
 
-TARGET=(--python-version 3.12 --implementation cp --abi cp312 --platform manylinux2014_x86_64
+PY_VERSION="${GPU_PYTHON_VERSION:-3.12}"  # the GPU machine's Python
+TARGET=(--python-version "$PY_VERSION" --implementation cp --abi "cp${PY_VERSION/./}" --platform manylinux2014_x86_64
         --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 --only-binary=:all:)
 PIP=("$PYTHON" -m pip --disable-pip-version-check)
 # one by one and without dependencies: the GPU machine has torch, numpy, pyyaml, regex, tqdm, packaging already
@@ -45,7 +46,6 @@ WHEELS=(
     "bitarray"                                        # fairseq.data.huffman, imported by fairseq.data
     "sacrebleu>=2.0,<3" "portalocker" "tabulate" "colorama" "lxml"   # fairseq.scoring imports sacrebleu
     "pytest>=7" "iniconfig" "pluggy>=1.5"             # the CUDA tests
-    "setuptools" "wheel"                              # pip install -e . of the plugin without network
 )
 for spec in "${WHEELS[@]}"; do
     "${PIP[@]}" download --quiet --no-deps "${TARGET[@]}" -d "$TMP/wheels" "$spec"
