@@ -207,6 +207,13 @@ def preprocess_task(
     started = time.time()
     layout = glue_task(task)
     source = _task_dir(glue_dir, layout, task_dir)
+    dest = Path(dest)
+    final = dest / f"{layout.name}-bin"
+    if dest.is_dir():  # first undo what a killed earlier run left, whatever happens to this one
+        try:
+            output_swap.recover(final)
+        except OSError as err:
+            raise GlueInputError(f"--dest {dest}: cannot write there ({err.strerror or err})") from None
     if model not in ("roberta", "albert"):
         raise GlueInputError(f"--model must be roberta or albert, not {model!r}")
     if train_spm_vocab_size and model != "albert":
@@ -214,11 +221,8 @@ def preprocess_task(
     if not source.is_dir():
         raise GlueInputError(f"{source}: missing {layout.name} folder (expected {layout.folder}/ in the GLUE folder)")
     splits = _present_splits(layout, source)
-    dest = Path(dest)
-    final = dest / f"{layout.name}-bin"
     try:
         dest.mkdir(parents=True, exist_ok=True)
-        output_swap.recover(final)
         tmp = output_swap.make_temp_dir(final)
     except OSError as err:
         raise GlueInputError(f"--dest {dest}: cannot write there ({err.strerror or err})") from None
