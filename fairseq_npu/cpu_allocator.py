@@ -3,16 +3,16 @@
 Every update allocates the same large buffers again: fairseq sets gradients to None after each step, and the
 embedding's backward builds a fresh dense gradient (roberta_base: 50,265 x 768 fp32 = 154 MB). glibc serves any
 block over its mmap threshold (at most 32 MB) with a fresh ``mmap`` and returns it with ``munmap`` on free, so each
-update page-faults all of that memory in again: zero-filling a fresh 51 MB tensor was measured at 32 ms against
-8 ms for the same fill of memory already mapped (2-core Xeon, one thread). Two ``mallopt`` settings make glibc
-serve large blocks from its heap and never trim it, so the second update reuses warm pages. The price: the
-process keeps its peak memory until it exits (a training process's peak is where it stays anyway).
+update page-faults all of that memory in again (docs/benchmarks.md, finding 8, has what that costs). Two
+``mallopt`` settings make glibc serve large blocks from its heap and never trim it, so the second update reuses
+warm pages. The price: the process keeps its peak memory until it exits (a training process's peak is where it
+stays anyway).
 
 Blocks up to 32 MiB do not need it: glibc raises its mmap threshold to the size of each mmapped block it frees
 (up to that maximum), so they move to the heap by themselves. So the Trainer hook applies the settings (``auto``)
 only when the model holds a parameter, hence a gradient, above 32 MiB: RoBERTa's 50,265-row embedding (51 MB
-at 256 dims, 154 MB at 768) yes, ALBERT's 128-dim factorized one (15 MB) no (no gain measured there, within
-the machine's noise). ``FAIRSEQ_NPU_CPU_MALLOC=keep`` applies them for any model, ``system`` never.
+at 256 dims, 154 MB at 768) yes, ALBERT's 128-dim factorized one (15 MB) no. ``FAIRSEQ_NPU_CPU_MALLOC=keep``
+applies them for any model, ``system`` never.
 Other C libraries (musl, macOS) are left alone.
 """
 
