@@ -82,3 +82,10 @@ def test_good_adam_betas_forms():
     from fairseq_npu.optim.fused_adamw import parse_betas
 
     assert parse_betas("(0.9, 0.98)") == parse_betas("0.9,0.98") == parse_betas([0.9, 0.98]) == (0.9, 0.98)
+
+
+def test_binary_input_dictionary(data, tmp_path, capsys, monkeypatch):
+    bad = without(data, "nothing", tmp_path)
+    (bad / "input0" / "dict.txt").write_bytes(b"w0 100\n\x80\x81\x00\xff 3\n")
+    assert train_cli(tiny_roberta_args(bad, "sentence_prediction_npu"), capsys, monkeypatch) == (
+        2, f"fairseq-train: error: {bad}/input0/dict.txt:2: not a fairseq dict.txt (byte 0x80 is not UTF-8 text)")

@@ -32,6 +32,7 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 
 from fairseq_npu import albert_vocab
+from fairseq_npu.dict_file import dict_file_problem
 from fairseq_npu.preprocess import albert_spm, gpt2_bpe, output_swap
 from fairseq_npu.preprocess.binarize import build_label_dictionary, encode_labels, write_dataset
 from fairseq_npu.preprocess.manifest import MANIFEST
@@ -89,36 +90,13 @@ class _Vocabulary:
         try:
             self.dictionary = Dictionary.load(str(dictionary_file))
         except Exception as err:  # fairseq raises a bare Exception for bytes that are not UTF-8
-            raise GlueInputError(_dict_file_problem(Path(dictionary_file), err)) from None
+            problem = dict_file_problem(dictionary_file) or f"{dictionary_file}: not a fairseq dict.txt ({err})"
+            raise GlueInputError(problem) from None
         self.dictionary_file = dictionary_file
         self.copy_dict_file = False  # True: input*/dict.txt is a copy of dictionary_file, not Dictionary.save
         self.encoder = encoder
         self.normalize = normalize
         self.files = files
-
-
-def _dict_file_problem(path: Path, err: Exception) -> str:
-    """``file:line: reason`` for a dict.txt that fairseq's Dictionary.load refused."""
-    try:
-        data = path.read_bytes()
-    except OSError as os_err:
-        return f"{path}: cannot read the dictionary ({os_err.strerror or os_err})"
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as bad:
-        line = data.count(b"\n", 0, bad.start) + 1
-        return f"{path}:{line}: not a fairseq dict.txt (byte 0x{data[bad.start]:02x} is not UTF-8 text)"
-    seen = set()
-    for number, line in enumerate(text.splitlines(), 1):
-        word, _, count = line.rstrip().rpartition(" ")
-        if count == "#fairseq:overwrite":
-            word, _, count = word.rpartition(" ")
-        elif word in seen:
-            return f"{path}:{number}: not a fairseq dict.txt (duplicate word {word!r})"
-        if not word or not count.lstrip("-").isdigit():
-            return f"{path}:{number}: not a fairseq dict.txt (expected '<token> <count>', got {line[:40]!r})"
-        seen.add(word)
-    return f"{path}: not a fairseq dict.txt ({err})"
 
 
 _VOCAB_CACHE = {}  # one GPT-2 vocabulary per process (ALL, or a caller preprocessing several tasks): ~0.5 s each
