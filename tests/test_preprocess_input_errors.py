@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -165,6 +166,28 @@ def test_binary_dict_txt(tmp_path, capsys):
                                   "text)"])
 
 
+def _main_as_nobody(argv):
+    """glue.main(argv) in a forked child running as user nobody (root may write anywhere); (exit code, errors)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 3
+        try:
+            os.close(read)
+            os.setgid(65534)
+            os.setuid(65534)
+            sys.stderr = os.fdopen(write, "w")
+            code = glue.main(argv)
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as f:
+        err = f.read()
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), [line for line in err.splitlines() if line.startswith("error:")]
+
+
 def test_unwritable_dest(tmp_path, capsys):
     g = sst2(tmp_path / "glue")
     blocker = tmp_path / "a_file"
@@ -172,14 +195,19 @@ def test_unwritable_dest(tmp_path, capsys):
     code, errors = run_main([str(g), "SST-2", "--vocab-dir", str(GPT2), "--no-download",
                              "--dest", str(blocker / "out")], capsys)
     assert (code, errors) == (2, [f"error: --dest {blocker}/out: cannot write there (Not a directory)"])
-    read_only = tmp_path / "read_only"
-    read_only.mkdir()
-    read_only.chmod(0o555)
+    shared = Path(tempfile.mkdtemp())  # readable by every user, unlike pytest's tmp_path
     try:
-        if os.access(read_only, os.W_OK):
-            pytest.skip("this user (root) can write to a read-only folder")
-        code, errors = run_main([str(g), "SST-2", "--vocab-dir", str(GPT2), "--no-download",
-                                 "--dest", str(read_only)], capsys)
-        assert (code, errors) == (2, [f"error: --dest {read_only}: cannot write there (Permission denied)"])
+        shared.chmod(0o755)
+        g = sst2(shared / "glue")
+        read_only = shared / "read_only"
+        read_only.mkdir(mode=0o555)
+        read_only.chmod(0o555)
+        argv = [str(g), "SST-2", "--vocab-dir", str(GPT2), "--no-download", "--dest", str(read_only)]
+        expected = (2, [f"error: --dest {read_only}: cannot write there (Permission denied)"])
+        if os.geteuid() == 0:
+            assert _main_as_nobody(argv) == expected
+        else:
+            assert run_main(argv, capsys) == expected
+        assert list(read_only.iterdir()) == []
     finally:
-        read_only.chmod(0o755)
+        shutil.rmtree(shared)
