@@ -227,7 +227,7 @@ def table(results: List[Result]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="npu_smoke", description=__doc__.split("\n")[0])
     parser.add_argument("--updates", type=int, default=8, help="updates per pairing (default 8)")
     parser.add_argument("--modes", default=",".join(m.name for m in MODES),
                         help="comma-separated subset of: " + ", ".join(m.name for m in MODES))
