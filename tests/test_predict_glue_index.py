@@ -117,3 +117,26 @@ def test_split_skipped_at_preprocessing_is_named(trained, tmp_path, capsys):
         2, f"fairseq-npu-predict: error: {tmp_path}/SST-2-bin: no test split: test.tsv was missing when the task "
            "was preprocessed")
     assert not (tmp_path / "sub").exists()
+
+
+def test_manifest_without_row_indices(tmp_path):
+    """Folders from fairseq's script (no manifest) map row i to index i; an older manifest that lost rows is refused."""
+    import json
+
+    from fairseq_npu.preprocess.manifest import glue_indices
+
+    assert glue_indices(tmp_path, "test", 3) == ([0, 1, 2], 3, [])
+    manifest = {"splits": {"test": {"rows": 3, "skipped": {}, "dropped_malformed": 0}}}
+    (tmp_path / "preprocess.json").write_text(json.dumps(manifest))
+    assert glue_indices(tmp_path, "test", 3) == ([0, 1, 2], 3, [])
+    manifest["splits"]["test"]["skipped"] = {"empty sentence": 1}
+    (tmp_path / "preprocess.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError) as err:
+        glue_indices(tmp_path, "test", 3)
+    assert str(err.value) == (f"{tmp_path}/preprocess.json: 1 rows of split 'test' were dropped at preprocessing "
+                              "and this manifest does not say which; preprocess the task again")
+    manifest["splits"]["test"].update(source_rows=4, dropped_indices=[2])
+    (tmp_path / "preprocess.json").write_text(json.dumps(manifest))
+    assert glue_indices(tmp_path, "test", 3) == ([0, 1, 3], 4, [2])
+    with pytest.raises(ValueError, match="has 3 rows there but 5 in the dataset"):
+        glue_indices(tmp_path, "test", 5)

@@ -27,12 +27,19 @@ def read_manifest(bin_dir) -> Optional[dict]:
 def glue_indices(bin_dir, split: str, num_rows: int) -> Tuple[List[int], int, List[int]]:
     """(GLUE index of each of the ``num_rows`` dataset rows, rows in the source tsv, GLUE indices not binarized).
 
-    A folder without a manifest (written by fairseq's own script), or one from before the manifest recorded
-    dropped rows, maps position i to index i: its rows were never dropped by this preprocessor.
+    A folder without a manifest (written by fairseq's own script, which drops no test rows) maps position i to
+    index i; so does an older manifest (without ``source_rows``) whose split lost no rows. One that lost rows
+    cannot be mapped: ValueError.
     """
     manifest = read_manifest(bin_dir)
     info = ((manifest or {}).get("splits") or {}).get(split)
-    if not info or "source_rows" not in info:
+    if not info:
+        return list(range(num_rows)), num_rows, []
+    if "source_rows" not in info:
+        lost = sum(int(n) for n in (info.get("skipped") or {}).values()) + int(info.get("dropped_malformed") or 0)
+        if lost:  # an older manifest: rows were dropped, but not which
+            raise ValueError(f"{Path(bin_dir) / MANIFEST}: {lost} rows of split {split!r} were dropped at "
+                             "preprocessing and this manifest does not say which; preprocess the task again")
         return list(range(num_rows)), num_rows, []
     dropped = sorted(int(i) for i in info.get("dropped_indices", ()))
     source_rows = int(info["source_rows"])
