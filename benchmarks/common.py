@@ -188,10 +188,14 @@ def machine() -> dict:
                 commit=commit, **versions)
 
 
-def save_result(name: str, result: dict) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
+def write_atomic(path: Path, text: str) -> Path:
+    """Write through a temporary file renamed into place: an interrupted run never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
     os.replace(tmp, path)
     return path
+
+
+def save_result(name: str, result: dict) -> Path:
+    return write_atomic(RESULTS / f"{name}.json", json.dumps(result, indent=1) + "\n")

@@ -22,7 +22,6 @@ median per row, the ratios and every command line; writes ``OUT_DIR/compare.json
 
 import argparse
 import json
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -112,7 +111,7 @@ def main(argv=None) -> int:
     p.add_argument("--models", default="roberta,albert")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--warmup", type=int, default=20, help=f"updates before measuring (a multiple of {LOG_INTERVAL})")
-    p.add_argument("--updates", type=int, default=120, help=f"measured updates (a multiple of {LOG_INTERVAL})")
+    p.add_argument("--updates", type=int, default=200, help=f"measured updates (a multiple of {LOG_INTERVAL})")
     p.add_argument("--repeats", type=int, default=2, help="each repeat runs the rows in the reverse order")
     p.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS for every run (0: torch's default)")
     p.add_argument("--data-dir", type=Path, default=common.SHARED_DATA, help="real GLUE data and vocabularies")
@@ -146,10 +145,8 @@ def main(argv=None) -> int:
         for k, v in result["models"][model]["ratios"].items():
             print(f"{model} | {k}: {v:.2f}x", flush=True)
     json_path, md_path = a.out_dir / "compare.json", a.out_dir / "compare.md"
-    for path, text in ((json_path, json.dumps(result, indent=1) + "\n"), (md_path, markdown(result))):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+    common.write_atomic(json_path, json.dumps(result, indent=1) + "\n")
+    common.write_atomic(md_path, markdown(result))
     print(markdown(result))
     print(f"wrote {json_path} and {md_path}")
     return 0

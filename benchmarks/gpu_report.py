@@ -4,12 +4,11 @@ roberta_base through the launch script at >= 4,000 samples/s and >= 2x both stoc
 
 import argparse
 import json
-import os
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from benchmarks import compare
+from benchmarks import common, compare
 
 TARGET_SAMPLES_PER_S = 4000.0
 TARGET_RATIO = 2.0
@@ -74,10 +73,8 @@ def main(argv=None) -> int:
     if report["targets"]:
         md += ["## Targets (roberta_base, batch 32)", ""]
         md += [f"- {k}: {f'{v:.2f}' if isinstance(v, float) else v}" for k, v in report["targets"].items()]
-    for name, text in (("gpu_report.json", json.dumps(report, indent=1) + "\n"), ("gpu_report.md", "\n".join(md) + "\n")):
-        tmp = a.out_dir / (name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, a.out_dir / name)
+    common.write_atomic(a.out_dir / "gpu_report.json", json.dumps(report, indent=1) + "\n")
+    common.write_atomic(a.out_dir / "gpu_report.md", "\n".join(md) + "\n")
     print(f"gpu_report: {a.out_dir / 'gpu_report.md'} (passed: {report['passed']}, {a.seconds} s)")
     return 0
 

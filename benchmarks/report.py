@@ -234,7 +234,7 @@ def peer_section(title: str, path: Path, command: str) -> list:
 
 def render() -> Path:
     lines = ["# Benchmarks", "",
-             f"**The timed CPU comparison, in one command** (on an otherwise idle machine; about 9 minutes on 2 "
+             f"**The timed CPU comparison, in one command** (on an otherwise idle machine; about 10 minutes on 2 "
              f"cores): `{CPU_COMPARE_COMMAND}`. It runs stock `fairseq-train`, `bash test/train_performance_1p.sh` "
              "with its defaults and the Hugging Face Trainer at its best settings (RoBERTa and ALBERT 4 x 256, batch "
              "32, real SST-2) one after another, in both orders, prints every command line, the medians and the "
