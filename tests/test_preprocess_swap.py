@@ -145,3 +145,15 @@ def test_folders_of_live_runs_and_other_hosts_are_left_alone(glue_dir, tmp_path)
         p.mkdir()
     assert preprocess(glue_dir, dest) == 0
     assert sorted(p.name for p in dest.iterdir()) == sorted([live.name, other_host.name, "SST-2-bin"])
+
+
+def test_a_symlinked_task_bin_is_replaced_and_its_target_kept(glue_dir, tmp_path):
+    dest, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    assert preprocess(glue_dir, elsewhere) == 0
+    dest.mkdir()
+    (dest / "SST-2-bin").symlink_to(elsewhere / "SST-2-bin")
+    second_version(glue_dir)
+    assert preprocess(glue_dir, dest) == 0
+    assert sorted(p.name for p in dest.iterdir()) == ["SST-2-bin"]
+    assert not (dest / "SST-2-bin").is_symlink() and train_rows(dest / "SST-2-bin") == 3
+    assert train_rows(elsewhere / "SST-2-bin") == 2  # the link's target is not deleted

@@ -67,12 +67,20 @@ def swap_into_place(tmp: Path, final: Path) -> None:
         os.replace(tmp, final)
         return
     if _exchange(tmp, final):
-        shutil.rmtree(tmp, ignore_errors=True)  # holds the previous output now
+        _remove(tmp)  # holds the previous output now
         return
     old = final.parent / f".{final.name}.old-{_tag()}"
     os.replace(final, old)  # a kill here leaves `old` and no `final`: the next run's recover() renames it back
     os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    _remove(old)
+
+
+def _remove(path: Path) -> None:
+    """Delete a previous output: a folder, or a symlink that stood at TASK-bin (not what it points to)."""
+    if path.is_symlink():
+        path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _owner(name: str, final: Path) -> Optional[tuple]:
@@ -107,20 +115,20 @@ def recover(final: Path) -> None:
     stale = []
     for path in sorted(final.parent.iterdir()):
         owner = _owner(path.name, final)
-        if owner is None or not path.is_dir():
+        if owner is None or not (path.is_dir() or path.is_symlink()):
             continue
         kind, owner_host, pid = owner
         if owner_host is not None and (owner_host != host or pid == os.getpid() or _alive(pid)):
             continue  # a live run here, or a run on another host: not ours to judge
         stale.append((kind, path))
-    stale.sort(key=lambda item: item[1].stat().st_mtime, reverse=True)  # the newest old output wins
+    stale.sort(key=lambda item: item[1].lstat().st_mtime, reverse=True)  # the newest old output wins
     for kind, path in stale:
         if kind == "old" and not (final.exists() or final.is_symlink()):
             legacy = path / final.name  # older versions moved TASK-bin into a .old- folder
             os.replace(legacy if legacy.is_dir() else path, final)
             logger.warning("%s: restored from %s, left by an interrupted run", final, path.name)
-            if path.exists():
-                shutil.rmtree(path, ignore_errors=True)
+            if path.exists() or path.is_symlink():
+                _remove(path)
         else:
-            shutil.rmtree(path, ignore_errors=True)
+            _remove(path)
             logger.info("%s: removed %s, left by an interrupted run", final.parent, path.name)
