@@ -15,6 +15,7 @@ import os
 import pathlib
 import pickle
 import re
+import struct
 import typing
 import zipfile
 from typing import Optional
@@ -119,6 +120,9 @@ def _unlisted_globals(path) -> list:
         return []
 
 
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
 def _damage(path) -> Optional[str]:
     """Why the file at ``path`` is not a complete checkpoint, or None if it looks complete.
 
@@ -132,14 +136,24 @@ def _damage(path) -> Optional[str]:
         return f"cannot be read ({err.strerror or err})"
     if not magic:
         return "the file is empty"
-    if magic != b"PK\x03\x04":
-        return None
+    if magic != _ZIP_MAGIC:
+        return f"the file ends after {len(magic)} bytes" if _ZIP_MAGIC.startswith(magic) else None
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError) as err:
         return f"incomplete zip archive: {err}"
     return f"{bad} in the archive fails its CRC check" if bad is not None else None
+
+
+def _legacy_damage(err: Exception) -> Optional[str]:
+    """Why a file in torch's legacy (pre-zip) format failed to load, if the error says it is cut short or damaged."""
+    if isinstance(err, (EOFError, IndexError, struct.error)):
+        return "the file ends unexpectedly"
+    message = str(err).splitlines()[0] if str(err) else ""
+    if isinstance(err, RuntimeError) and ("unexpected EOF" in message or "corrupt" in message.lower()):
+        return message.rstrip(".")
+    return None
 
 
 def _loads(path) -> bool:
@@ -161,7 +175,7 @@ def newest_intact_checkpoint(directory, exclude=None) -> Optional[str]:
         return None
     for path in sorted(candidates, key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True):
         with open(path, "rb") as f:
-            is_zip = f.read(4) == b"PK\x03\x04"
+            is_zip = f.read(4) == _ZIP_MAGIC
         if (_damage(path) is None) if is_zip else _loads(path):
             return str(path)
     return None
@@ -232,16 +246,19 @@ def safe_load(f, map_location=None, **kwargs):
     except pickle.UnpicklingError as err:
         detail = _refusal_detail(str(err))
         if "GLOBAL " not in detail and isinstance(name, (str, os.PathLike)):
+            reason = _damage(name)  # a file cut short can read as an unknown opcode
+            if reason is not None:
+                raise CorruptCheckpointError(corrupt_checkpoint_message(name, reason)) from None
             unlisted = _unlisted_globals(name)
             if unlisted:
                 detail += f" (globals outside the allowlist: {', '.join(unlisted)})"
         raise UnsafeCheckpointError(
             f"refusing to load checkpoint {name}: it pickles an object outside {_ALLOWLIST}: {detail}"
         ) from None
-    except (EOFError, RuntimeError, OSError) as err:
+    except (EOFError, RuntimeError, OSError, IndexError, struct.error) as err:
         if isinstance(err, FileNotFoundError) or not isinstance(name, (str, os.PathLike)):
             raise
-        reason = _damage(name) or ("it ends unexpectedly" if isinstance(err, EOFError) else None)
+        reason = _damage(name) or _legacy_damage(err)
         if reason is None:
             raise
         raise CorruptCheckpointError(corrupt_checkpoint_message(name, reason)) from None

@@ -199,11 +199,13 @@ def set_backend(requested: Optional[str] = None, force_cpu: bool = False) -> Dev
 
 @contextlib.contextmanager
 def cpu_wins():
-    """While fairseq parses a command line with ``--cpu``: cpu is selected and exported (so spawned workers agree),
-    and a ``--device-type`` or ``$FAIRSEQ_NPU_DEVICE`` of the same run yields to it instead of failing."""
+    """While fairseq parses a command line with ``--cpu``: cpu is selected (and exported over a ``$FAIRSEQ_NPU_DEVICE``
+    that asks for another device, so spawned workers agree), and a ``--device-type`` or ``$FAIRSEQ_NPU_DEVICE`` of
+    the same run yields to it instead of failing."""
     global _cpu_forced
     set_backend(force_cpu=True)
-    os.environ[ENV_VAR] = "cpu"
+    if os.environ.get(ENV_VAR, "auto") not in ("auto", "cpu"):
+        os.environ[ENV_VAR] = "cpu"  # spawned workers select before they see --cpu
     _cpu_forced = True
     try:
         yield

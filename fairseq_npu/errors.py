@@ -14,11 +14,20 @@ class UsageError(ValueError):
     """Bad input: a flag, a file or a checkpoint the user must fix. The message is one line."""
 
 
+def _prog() -> str:
+    """The command's name as argparse prints it; ``python -m fairseq_cli.train`` reads as fairseq-train."""
+    path = sys.argv[0] if sys.argv and sys.argv[0] else "fairseq"
+    name = os.path.basename(path)
+    if name.endswith(".py") and os.path.basename(os.path.dirname(path)) == "fairseq_cli":
+        return "fairseq-" + name[:-3].replace("_", "-")
+    return name
+
+
 def exit_on_usage_error(main, *args, **kwargs):
     """Run ``main(*args, **kwargs)``; a UsageError ends the process with its one-line message and exit code 2."""
     try:
         return main(*args, **kwargs)
     except UsageError as err:
         sys.stdout.flush()  # fairseq logs to stdout: the error line comes after them
-        print(f"{os.path.basename(sys.argv[0]) or 'fairseq'}: error: {err}", file=sys.stderr, flush=True)
+        print(f"{_prog()}: error: {err}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None

@@ -23,7 +23,7 @@ from fairseq.distributed import utils as dist_utils
 from fairseq.models import distributed_fairseq_model
 from fairseq.optim.dynamic_loss_scaler import DynamicLossScaler
 from fairseq.optim.fairseq_optimizer import FairseqOptimizer
-from fairseq.optim.fp16_optimizer import _FP16OptimizerMixin
+from fairseq.optim.fp16_optimizer import _FP16OptimizerMixin, _MemoryEfficientFP16OptimizerMixin
 from fairseq.tasks.fairseq_task import FairseqTask
 from fairseq.tasks.sentence_prediction import SentencePredictionTask
 from fairseq.trainer import Trainer
@@ -157,6 +157,18 @@ HOOKS: List[Hook] = [
     Hook(_FP16OptimizerMixin, "_sync_fp32_params_to_fp16", amp.sync_fp32_params_to_fp16,
          "with --optimizer fused_adamw and flat master params: one multi-tensor copy of the updated fp32 params "
          "back to the fp16 params", "as above, after the step"),
+    Hook(_FP16OptimizerMixin, "state_dict", amp.half_precision_state_dict,
+         "--fp16 / --bf16 (O2): the fp32 master weights and the loss scaler's counters are saved with the "
+         "optimizer state (fairseq_npu/amp/master_weights_state.py)",
+         "stock saves only the half-precision model: a resumed run rebuilds the masters as w.half().float() and "
+         "every later update differs from the uninterrupted run"),
+    Hook(_FP16OptimizerMixin, "load_state_dict", amp.half_precision_load_state_dict,
+         "restores them after the stock load (a checkpoint without them loads as before)", "as above"),
+    Hook(_MemoryEfficientFP16OptimizerMixin, "state_dict", amp.half_precision_state_dict,
+         "--memory-efficient-fp16/bf16: the loss scaler's counters are saved with the optimizer state",
+         "stock saves the loss scale only: a resumed run raises the scale at other updates"),
+    Hook(_MemoryEfficientFP16OptimizerMixin, "load_state_dict", amp.half_precision_load_state_dict,
+         "restores them after the stock load", "as above"),
     Hook(DynamicLossScaler, "check_overflow", amp.check_overflow, "counts skipped steps, logged as 'overflows'",
          "stock logs one line per overflow but no count"),
     Hook(FairseqOptimizer, "backward", amp.apex_backward,

@@ -5,7 +5,7 @@ import logging
 
 import torch
 
-from fairseq_npu.amp import apex_amp
+from fairseq_npu.amp import apex_amp, master_weights_state
 from fairseq_npu.amp.amp_optimizer import DeviceAMPOptimizer
 from fairseq_npu.amp.autocast import autocast_for
 from fairseq_npu.amp.fp32_master_params import build_flat_fp32_params, sync_grads_to_fp32, sync_params_to_fp16
@@ -68,6 +68,31 @@ def sync_fp32_params_to_fp16(original):
         return sync_params_to_fp16(self) if _multi_tensor_syncs_apply(self) else original(self)
 
     return _sync_fp32_params_to_fp16
+
+
+def half_precision_state_dict(original):
+    """FP16Optimizer / MemoryEfficientFP16Optimizer: the fp32 masters and the loss scaler's counters are saved
+    with the optimizer state (fairseq_npu/amp/master_weights_state.py)."""
+
+    def state_dict(self):
+        return dict(original(self), **{master_weights_state.STATE_KEY: master_weights_state.extra_state(self)})
+
+    return state_dict
+
+
+def half_precision_load_state_dict(original):
+    """... and restored after the stock load; a checkpoint without them loads as before."""
+
+    def load_state_dict(self, state_dict, optimizer_overrides=None):
+        extra = None
+        if isinstance(state_dict, dict) and master_weights_state.STATE_KEY in state_dict:
+            state_dict = dict(state_dict)
+            extra = state_dict.pop(master_weights_state.STATE_KEY)  # the torch optimizer must not see it
+        result = original(self, state_dict, optimizer_overrides)
+        master_weights_state.restore(self, extra)
+        return result
+
+    return load_state_dict
 
 
 def check_overflow(original):
