@@ -22,6 +22,7 @@ median per row, the ratios and every command line; writes ``OUT_DIR/compare.json
 
 import argparse
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -122,6 +123,9 @@ def main(argv=None) -> int:
         if getattr(a, name) % LOG_INTERVAL or getattr(a, name) <= 0:
             p.error(f"--{name} {getattr(a, name)}: expected a positive multiple of {LOG_INTERVAL}")
     env = {"OMP_NUM_THREADS": str(a.threads)} if a.threads else {}
+    if a.device == "cuda":
+        # one GPU: with more visible, fairseq-train spawns a worker per GPU and the Trainer wraps DataParallel
+        env["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
     result = dict(machine=common.machine(), device=a.device, size=a.size, sizes=common.SIZE_TABLES[a.size],
                   batch_size=a.batch_size, warmup=a.warmup, updates=a.updates, repeats=a.repeats,
                   threads=a.threads or "default", models={})

@@ -59,6 +59,9 @@ else
 assert torch.cuda.is_available(), 'torch sees no CUDA GPU'; print('fairseq', fairseq.__version__, 'torch', \
 torch.__version__, torch.cuda.get_device_name(0))" >>"$OUT/install.log" 2>&1 \
         || die "the environment does not import (see $OUT/install.log)"
+    # one GPU for everything (tests and table): with more visible, fairseq-train would train on all of them
+    export CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES:-0}"
+    CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES%%,*}"
     DATA="$PAYLOAD/data"
     COMPARE=(--device cuda --size base --warmup 50 --updates 250 --repeats 1)
 fi
