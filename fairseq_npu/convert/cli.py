@@ -92,9 +92,10 @@ def get_parser():
 
 
 def cli_main(argv=None):
-    # force: importing fairseq already configured the root logger at DEBUG (its wav2vec2_classification module
-    # calls logging.basicConfig(level=DEBUG)), which would print Hydra's DEBUG lines
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, force=True)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    # importing fairseq already ran logging.basicConfig(level=DEBUG) (fairseq/models/wav2vec/
+    # wav2vec2_classification.py), which makes the call above a no-op and let Hydra's DEBUG lines through
+    logging.getLogger().setLevel(logging.WARNING)
     args = get_parser().parse_args(argv)
     try:
         path, arch, options, notes = convert(args.src, args.dest, args.model, args.head_name,

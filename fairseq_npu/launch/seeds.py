@@ -18,6 +18,9 @@ from typing import List, Optional, Sequence
 from . import summary as run_summary
 
 SEED_DIR = "seed{}"
+# fields of one seed's summary.json that describe that run only; the rest (plan, recipe) is shared by the seeds
+SEED_SPECIFIC = {"best_metric", "final_metric", "fps", "fps_window", "fps_method", "status", "exit_code", "log",
+                 "command", "e2e_seconds", "updates", "epochs", "output_dir", "seed"}
 
 
 def parse_seeds(text: str) -> List[int]:
@@ -99,13 +102,7 @@ def build(output_dir: str, seeds: Sequence[int], exit_codes: Optional[Sequence[i
     return summary
 
 
-# fields of one seed's summary.json that describe that run only; the rest (plan, recipe) is shared by the seeds
-SEED_SPECIFIC = {"best_metric", "final_metric", "fps", "fps_window", "fps_method", "status", "exit_code", "log",
-                 "command", "e2e_seconds", "updates", "epochs", "output_dir", "seed"}
-
-
-def _fmt(value) -> str:
-    return run_summary._fmt(value)
+_fmt = run_summary._fmt  # the number format of the single-run lines
 
 
 def final_lines(summary: dict) -> List[str]:
