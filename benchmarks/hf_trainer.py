@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import SIZE_TABLES, SIZES
+from benchmarks.common import SIZE_TABLES, SIZES, WORK
 
 PAD, BOS = 1, 0  # fairseq ids; the data starts each sentence with the init token 0 (<s> / [CLS]) like the task
 
@@ -42,18 +42,18 @@ def load_split(data: Path, split: str):
 
 def build_model(model: str, vocab: int, num_labels: int, sizes: dict):
     s = sizes[model]
-    common = dict(vocab_size=vocab, hidden_size=s["dim"], num_hidden_layers=s["layers"],
+    shared = dict(vocab_size=vocab, hidden_size=s["dim"], num_hidden_layers=s["layers"],
                   num_attention_heads=s["heads"], intermediate_size=s["ffn"], num_labels=num_labels, pad_token_id=PAD)
     if model == "roberta":
         from transformers import RobertaConfig, RobertaForSequenceClassification
 
         cfg = RobertaConfig(max_position_embeddings=514, type_vocab_size=1, hidden_dropout_prob=0.1,
-                            attention_probs_dropout_prob=0.1, **common)
+                            attention_probs_dropout_prob=0.1, **shared)
         return RobertaForSequenceClassification(cfg)
     from transformers import AlbertConfig, AlbertForSequenceClassification
 
     cfg = AlbertConfig(embedding_size=s["embedding_dim"], max_position_embeddings=512, hidden_dropout_prob=0.1,
-                       attention_probs_dropout_prob=0.1, classifier_dropout_prob=0.1, **common)
+                       attention_probs_dropout_prob=0.1, classifier_dropout_prob=0.1, **shared)
     return AlbertForSequenceClassification(cfg)
 
 
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--device", choices=("cpu", "cuda", "npu"), default="cpu")
     p.add_argument("--size", choices=sorted(SIZE_TABLES), default="reduced")
-    p.add_argument("--out-dir", type=Path, default=Path("work_dirs") / "benchmarks" / "hf_trainer")
+    p.add_argument("--out-dir", type=Path, default=WORK / "hf_trainer", help="the Trainer's output_dir")
     a = p.parse_args(argv)
     if a.precision == "auto":
         a.precision = device_precision(a.device)
