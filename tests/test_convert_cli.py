@@ -80,3 +80,18 @@ def test_bad_tensor_reported_by_the_cli(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "tensor 'encoder.embedding_hidden_mapping_in.weight' has shape [16, 9], expected [16, 8]" in err
     assert not (tmp_path / "out" / "model.pt").exists()
+
+
+def test_the_command_prints_no_debug_or_info_lines(tmp_path):
+    """Importing fairseq sets the root logger to DEBUG; the command still prints only its own result."""
+    import os
+    import subprocess
+    import sys
+
+    config = transformers.AlbertConfig(vocab_size=40, embedding_size=8, hidden_size=16, num_hidden_layers=1,
+                                       num_attention_heads=2, intermediate_size=16, max_position_embeddings=16)
+    transformers.AlbertForMaskedLM(config).save_pretrained(tmp_path / "hf")
+    run = subprocess.run([sys.executable, "-m", "fairseq_npu.convert.cli", str(tmp_path / "hf"), str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+    assert run.stdout.startswith(f"wrote {tmp_path / 'out' / 'model.pt'} (arch albert)")
