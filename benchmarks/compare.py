@@ -73,7 +73,9 @@ def measure(name: str, cmd: List[str], log: Path, warmup: int, env: Dict[str, st
         tp = json.loads(text.strip().splitlines()[-1])
     else:
         tp = training_log.fps(training_log.parse(text), warmup, strict=True).__dict__
-    return dict(samples_per_s=tp["samples_per_s"], pad_ratio=tp.get("pad_ratio"), **info)
+    # the Trainer's choices (optimizer, precision) go in the table: "best" depends on the device
+    chosen = {k: tp[k] for k in ("optim", "precision") if k in tp}
+    return dict(samples_per_s=tp["samples_per_s"], pad_ratio=tp.get("pad_ratio"), **chosen, **info)
 
 
 def ratios(medians: Dict[str, float]) -> Dict[str, float]:
@@ -86,13 +88,15 @@ def markdown(result: dict) -> str:
              f"(order reversed on alternate repeats). Machine: {result['machine']['cpu']}, GPU: "
              f"{result['machine']['gpu']}, torch {result['machine']['torch']}, transformers "
              f"{result['machine']['transformers']}, commit {result['machine']['commit']}.", ""]
-    lines += ["| model | row | samples/s (median) | runs | pad ratio |", "|---|---|---|---|---|"]
+    lines += ["| model | row | samples/s (median) | runs | pad ratio | optimizer, precision |", "|---|---|---|---|---|---|"]
     for model, m in result["models"].items():
         for name, row in m["rows"].items():
             runs = " / ".join(f"{r['samples_per_s']:.1f}" for r in row["runs"])
-            pad = row["runs"][0].get("pad_ratio")
+            first = row["runs"][0]
+            pad = first.get("pad_ratio")
+            chosen = ", ".join(first[k] for k in ("optim", "precision") if k in first) or "see the command"
             lines.append(f"| {model} | {name} | {row['median']:.1f} | {runs} | "
-                         f"{'-' if pad is None else f'{pad:.3f}'} |")
+                         f"{'-' if pad is None else f'{pad:.3f}'} | {chosen} |")
     lines += ["", "| model | ratio | value |", "|---|---|---|"]
     for model, m in result["models"].items():
         lines += [f"| {model} | {k} | {v:.2f}x |" for k, v in m["ratios"].items()]

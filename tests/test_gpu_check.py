@@ -24,7 +24,9 @@ def test_dry_run_writes_the_report_with_every_row(shared_data, tmp_path):
     rows = report["throughput"]["models"]["roberta"]["rows"]
     assert list(rows) == [compare.STOCK, compare.LAUNCH, compare.HF]
     assert all(row["median"] > 0 and row["command"] for row in rows.values())
-    assert rows[compare.HF]["runs"][0]["pad_ratio"] < 0.3  # the Trainer's length-grouped sampler is on
+    hf = rows[compare.HF]["runs"][0]
+    assert hf["pad_ratio"] < 0.3 and hf["optim"] == "adamw_torch_fused"  # the Trainer's best: grouping, fused AdamW
+    assert hf["precision"] in ("bf16", "fp32")  # this CPU's faster one
     assert set(report["throughput"]["models"]["roberta"]["ratios"]) == {f"{a} / {b}" for a, b in compare.RATIOS}
     md = (tmp_path / "gpu_report.md").read_text()
     assert "dry run" in md and "bash test/train_performance_1p.sh" in md and "python -m benchmarks.hf_trainer" in md
