@@ -6,7 +6,8 @@
 #            accelerate, tensorboard, scikit-learn, scipy, sentencepiece, tiktoken, but no fairseq, hydra-core,
 #            omegaconf, bitarray, sacrebleu, pytest): ve-fairseq without its dependencies (they list torchaudio,
 #            a second torch), the dependencies fairseq imports, pytest;
-#   data/    SST-2 train/dev tsv files and the GPT-2 BPE + ALBERT vocabularies (the layout of ../shared/data).
+#   data/    SST-2 train/dev tsv files and the GPT-2 BPE + ALBERT vocabularies (the layout of ../shared/data);
+#   bin/     the same SST-2 binarized for RoBERTa and ALBERT (benchmarks/glue_data.py), when fairseq is here.
 # Then copy the whole checkout (payload included) to the GPU machine and run `bash benchmarks/gpu_check.sh OUT_DIR`.
 set -euo pipefail
 
@@ -19,7 +20,7 @@ while [ $# -gt 0 ]; do
         --data-dir=*) DATA_DIR="${1#*=}"; shift ;;
         --out) OUT="$2"; shift 2 ;;
         --out=*) OUT="${1#*=}"; shift ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
         *) echo "gpu_wheels.sh: error: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -57,6 +58,16 @@ done
 cp "$DATA_DIR/glue/SST-2/train.tsv" "$DATA_DIR/glue/SST-2/dev.tsv" "$TMP/data/glue/SST-2/"
 cp "$DATA_DIR"/vocab/gpt2_bpe/{encoder.json,vocab.bpe,dict.txt} "$TMP/data/vocab/gpt2_bpe/"
 cp "$DATA_DIR"/vocab/albert/30k-clean.{rebuilt.model,vocab} "$TMP/data/vocab/albert/"
+# the binarized SST-2 the benchmarks train on (fairseq's GLUE layout, benchmarks/glue_data.py), so that the GPU
+# machine does not spend its minutes on BPE-encoding 67k sentences; without fairseq here, it builds them itself
+if (cd "$REPO" && FAIRSEQ_NPU_SHARED_DATA="$DATA_DIR" "$PYTHON" -m benchmarks.glue_data --model roberta \
+        --model albert --task SST-2 --cache "$TMP/bin" >"$TMP/bin.log" 2>&1); then
+    rm -f "$TMP/bin.log"
+else
+    echo "gpu_wheels.sh: warning: could not binarize SST-2 here (see the log below); the GPU machine will" >&2
+    tail -n 5 "$TMP/bin.log" >&2
+    rm -rf "$TMP/bin" "$TMP/bin.log"
+fi
 (cd "$TMP" && find . -type f ! -name SHA256SUMS | sort | xargs sha256sum > SHA256SUMS)
 
 SIZE_KB="$(du -sk "$TMP" | cut -f1)"
@@ -69,4 +80,4 @@ rm -rf "$OUT"
 mv "$TMP" "$OUT"
 trap - EXIT
 ls -l "$OUT/wheels"
-echo "gpu_wheels.sh: $OUT: $((SIZE_KB / 1024)) MiB ($(ls "$OUT/wheels" | wc -l) wheels, SST-2 and vocabularies)"
+echo "gpu_wheels.sh: $OUT: $((SIZE_KB / 1024)) MiB ($(ls "$OUT/wheels" | wc -l) wheels, SST-2, vocabularies$([ -d "$OUT/bin" ] && echo ", binarized SST-2"))"
