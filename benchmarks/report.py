@@ -241,9 +241,12 @@ def render() -> Path:
              "ratios, and writes `benchmarks/results/compare/compare.{json,md}` (section P below; then "
              "`python -m benchmarks.run_all --render-only`).", "",
              "**The GPU check, in one call:** `bash benchmarks/gpu_wheels.sh` on a networked machine (wheels, SST-2 "
-             "and vocabularies into the git-ignored `.gpu_payload/`), then on the GPU machine "
-             f"`bash benchmarks/gpu_check.sh {GPU_CHECK_OUT}` (CUDA tests, the same table at roberta_base / "
-             "albert_base with stock's fp16 recipe, `gpu_report.json` and `.md`; section P-GPU below). "
+             "and vocabularies, about 40 MiB, into the git-ignored `.gpu_payload/`); copy the checkout with that "
+             "folder to the GPU machine (Python 3.12, a CUDA torch, transformers, accelerate; no network needed) and "
+             f"run `bash benchmarks/gpu_check.sh {GPU_CHECK_OUT}` there: it installs from the folder, runs the CUDA "
+             "tests (`pytest -m cuda`), the same table at roberta_base / albert_base with stock's fp16 recipe, and "
+             "writes `gpu_report.json` and `.md` with the GPU targets checked (section P-GPU below; planned to "
+             "take under 8 minutes on an H200, not yet run on one). "
              "`bash benchmarks/gpu_check.sh --dry-run DIR` runs it on a CPU at tiny sizes.", "",
              "Regenerate everything (data, measurements, plots, this page) with `python -m benchmarks.run_all` "
              "from the repository root with the venv active; `python -m benchmarks.run_all --render-only` "
