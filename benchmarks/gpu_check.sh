@@ -73,12 +73,15 @@ export PYTHON FAIRSEQ_NPU_SHARED_DATA="$DATA" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFL
 cd "$REPO" || die "cannot enter $REPO"
 
 echo "gpu_check.sh: CUDA tests (pytest -m cuda), log $OUT/pytest_cuda.log"
-"$PYTHON" -m pytest -m cuda -q -p no:cacheprovider --junitxml="$OUT/pytest_cuda.xml" tests >"$OUT/pytest_cuda.log" 2>&1
+# time limits: a hung step (an NCCL rendezvous, say) must not cost the steps after it
+timeout 420 "$PYTHON" -m pytest -m cuda -q -p no:cacheprovider --junitxml="$OUT/pytest_cuda.xml" tests \
+    >"$OUT/pytest_cuda.log" 2>&1
 TESTS_RC=$?
 tail -n 1 "$OUT/pytest_cuda.log"
 
 echo "gpu_check.sh: throughput table (python -m benchmarks.compare ${COMPARE[*]}), log $OUT/compare.log"
-"$PYTHON" -m benchmarks.compare "${COMPARE[@]}" --models "$MODELS" --data-dir "$DATA" --out-dir "$OUT" >"$OUT/compare.log" 2>&1
+timeout 900 "$PYTHON" -m benchmarks.compare "${COMPARE[@]}" --models "$MODELS" --data-dir "$DATA" --out-dir "$OUT" \
+    >"$OUT/compare.log" 2>&1
 COMPARE_RC=$?
 [ "$COMPARE_RC" = 0 ] || tail -n 20 "$OUT/compare.log"
 
