@@ -36,7 +36,10 @@ usage: bash test/$SCRIPT --data_path=DIR [options] [-- extra fairseq args]
   --max-update=N         performance runs: updates to time (default 1000)
   --max-tokens=N         token cap per batch (default 4400)
   --num-classes=N        (default: the task's)
-  --precision=auto|fp32|fp16|bf16|amp   (auto: fp16 on npu/cuda, fp32 on cpu)
+  --preset=fast|stock    fast (default): the device's fastest settings on top of the recipe (length grouping,
+                         fused_adamw, bf16 where the device has it natively, npu pad buckets); stock: fairseq's
+                         adam and precision, for comparisons (fairseq_npu/launch/recipes.py, docs/launch.md)
+  --precision=auto|fp32|fp16|bf16|amp   (auto: as the preset decides; stock: fp16 on npu/cuda, fp32 on cpu)
   --use-apex [--opt-level=O0|O1|O2]     apex AMP as the ModelZoo scripts used it (default: the plugin's,
                                         fairseq_npu/precision.py)
   --device_id=N          single-device runs: which device (default \$ASCEND_DEVICE_ID or 0)
@@ -60,7 +63,7 @@ launch_helper() {
 
 parse_args() {
     DATA_PATH="" MODEL="roberta" TASK="SST-2" DEVICE="auto" NPROC="" OUTPUT_DIR="" RESTORE_FILE=""
-    BATCH_SIZE="" LR="" MAX_EPOCH="" MAX_UPDATE="" MAX_TOKENS="" NUM_CLASSES="" PRECISION="auto"
+    BATCH_SIZE="" LR="" MAX_EPOCH="" MAX_UPDATE="" MAX_TOKENS="" NUM_CLASSES="" PRECISION="auto" PRESET=""
     USE_APEX=0 OPT_LEVEL="" DEVICE_ID="${ASCEND_DEVICE_ID:-}"
     NNODES=1 NODE_RANK=0 MASTER_ADDR_ARG="" MASTER_PORT_ARG=""
     EXTRA=()
@@ -75,7 +78,7 @@ parse_args() {
         case "$name" in
             --data_path|--data-path|--model|--task|--device|--nproc|--output_dir|--output-dir|--restore-file|\
             --restore_file|--batch-size|--batch_size|--lr|--max-epoch|--max_epoch|--max-update|--max_update|\
-            --max-tokens|--max_tokens|--num-classes|--num_classes|--precision|--opt-level|--opt_level|\
+            --max-tokens|--max_tokens|--num-classes|--num_classes|--precision|--preset|--opt-level|--opt_level|\
             --device_id|--device-id|--nnodes|--node_rank|--node-rank|--master_addr|--master-addr|\
             --master_port|--master-port)
                 if [ "$name" != "$arg" ]; then
@@ -104,6 +107,7 @@ parse_args() {
             --max-tokens) MAX_TOKENS="$value" ;;
             --num-classes) NUM_CLASSES="$value" ;;
             --precision) PRECISION="$value" ;;
+            --preset) PRESET="$value" ;;
             --opt-level) OPT_LEVEL="$value" ;;
             --device-id) DEVICE_ID="$value" ;;
             --nnodes) NNODES="$value" ;;
@@ -197,6 +201,7 @@ launch() {
     local plan=(plan --mode "$MODE" --data "$DATA_PATH" --model "$MODEL" --task "$TASK" --device "$DEVICE"
                 --world-size "$WORLD_SIZE_TOTAL" --nnodes "$NNODES" --output-dir "$OUTPUT_DIR"
                 --precision "$PRECISION")
+    [ -n "$PRESET" ] && plan+=(--preset "$PRESET")
     [ -n "$OPT_LEVEL" ] && plan+=(--opt-level "$OPT_LEVEL")
     [ -n "$RESTORE_FILE" ] && plan+=(--restore-file "$(realpath -m "$RESTORE_FILE")")
     [ -n "$BATCH_SIZE" ] && plan+=(--batch-size "$BATCH_SIZE")

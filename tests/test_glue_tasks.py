@@ -1,4 +1,5 @@
-"""The GLUE task registry (fairseq_npu/glue_tasks.py): one table that preprocessing, metrics, recipes and predict read."""
+"""The GLUE task registry (fairseq_npu/glue_tasks.py): the one table that preprocessing, metrics, recipes and
+predict read."""
 
 import ast
 import sys

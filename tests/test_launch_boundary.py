@@ -18,7 +18,8 @@ def _python(code, tmp_path, *, poisoned=True, plugin="off"):
 
 def _poison(tmp_path):
     (tmp_path / "fairseq").mkdir()
-    (tmp_path / "fairseq" / "__init__.py").write_text("raise ImportError('poisoned fairseq: the launch layer imported it')\n")
+    poison = "raise ImportError('poisoned fairseq: the launch layer imported it')\n"
+    (tmp_path / "fairseq" / "__init__.py").write_text(poison)
 
 
 def test_launch_helpers_import_with_a_fairseq_that_raises(tmp_path):

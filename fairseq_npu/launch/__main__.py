@@ -24,7 +24,8 @@ def _plan(opts, extra):
         world_size=opts.world_size, output_dir=os.path.abspath(opts.output_dir), batch_size=opts.batch_size,
         lr=opts.lr, max_epoch=opts.max_epoch, max_update=opts.max_update, max_tokens=opts.max_tokens,
         num_classes=opts.num_classes, restore_file=opts.restore_file and os.path.abspath(opts.restore_file),
-        use_apex=opts.use_apex, opt_level=opts.opt_level, precision=opts.precision, extra=tuple(extra),
+        use_apex=opts.use_apex, opt_level=opts.opt_level, precision=opts.precision, preset=opts.preset,
+        extra=tuple(extra),
     )
     args, plan = recipes.build(req)
     plan.update(nnodes=opts.nnodes, nproc_per_node=opts.world_size // opts.nnodes)
@@ -95,6 +96,7 @@ def main(argv=None):
     plan.add_argument("--use-apex", action="store_true")
     plan.add_argument("--opt-level", default=precision.DEFAULT_OPT_LEVEL, choices=precision.OPT_LEVELS)
     plan.add_argument("--precision", default="auto", choices=recipes.PRECISIONS)
+    plan.add_argument("--preset", default=recipes.PRESETS[0], choices=recipes.PRESETS)
     summ = sub.add_parser("summarize", help="summary.json and the final lines from a run's log")
     summ.add_argument("--output-dir", required=True)
     summ.add_argument("--log", required=True)

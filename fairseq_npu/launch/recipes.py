@@ -28,6 +28,7 @@ from fairseq_npu.glue_tasks import GlueTask
 TRAIN_TASK = "sentence_prediction_npu"  # logs the task's official GLUE metric as "glue"
 CRITERION = "sentence_prediction"
 OPTIMIZER = "fused_adamw"  # fairseq adam semantics, fused kernels
+STOCK_OPTIMIZER = "adam"
 LOGGED_METRIC = "glue"
 ARCH = {"roberta": "roberta_base", "albert": "albert_base"}
 MODELS = tuple(ARCH)
@@ -103,6 +104,36 @@ MODEL_ARGS = {
 # fairseq's fp16 recipe (loss scale starts low: fine-tuning overflows early otherwise)
 FP16_ARGS = ["--fp16", "--fp16-init-scale", "4", "--threshold-loss-scale", "1", "--fp16-scale-window", "128"]
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "amp")
+
+# ---------------------------------------------------------------------------------------------------------------
+# presets: what the launch scripts (and the demo) add to the published recipe. Plain fairseq-train is untouched;
+# these are the flags that turn the same fast path on there (docs/launch.md, "Fast by default").
+
+PRESETS = ("fast", "stock")  # stock: the published recipe with fairseq's own optimizer and precision
+# npu: every training batch is padded to one of these lengths (longer ones to --max-positions) and holds exactly
+# --batch-size sentences, so graphs compile for at most len(NPU_PAD_BUCKETS) + 1 shapes per epoch
+NPU_PAD_BUCKETS = (32, 64, 128, 256)
+# length grouping sorts shuffled windows of this many batches: sorting the whole split costs a from-scratch RoBERTa
+# ~2 dev points after 300 updates, a window of 1024 sentences at batch 32 recovers most of it while batches stay
+# 93% real tokens (docs/benchmarks.md, section 3e); a window is at most a quarter of the split, so that batches of
+# every length still mix through an epoch
+GROUP_WINDOW_BATCHES = 32
+
+
+def group_window(batch_size: int, train_size: Optional[int]) -> int:
+    window = GROUP_WINDOW_BATCHES * batch_size
+    return max(batch_size, min(window, train_size // 4)) if train_size else window
+
+
+def fast_settings(device_type: str, max_positions: int, batch_size: int, train_size: Optional[int]) -> List[str]:
+    """The fast preset's data flags for a device (the optimizer and precision are chosen beside them)."""
+    # batches of similar length: little padding (SST-2: 66% of the positions -> 7%)
+    grouping = ["--group-by-length", "--group-window", str(group_window(batch_size, train_size))]
+    if device_type != "npu":
+        return grouping
+    buckets = [b for b in NPU_PAD_BUCKETS if b < max_positions]
+    return grouping + ["--pad-buckets", ",".join(map(str, buckets)), "--static-batch", "fill"]
+
 
 PERFORMANCE_UPDATES = 1000  # updates of a performance run unless --max-update says otherwise
 LOG_INTERVAL = {"full": 50, "performance": 10}
@@ -184,13 +215,16 @@ def check_data(data: str, task: GlueTask, mode: str) -> Optional[int]:
 # command line
 
 
-def amp_mode(args: Sequence[str]) -> Tuple[str, str]:
-    """(AMP type as the published tables write it, dtype) for a fairseq command line."""
+def amp_mode(args: Sequence[str], device_type: str) -> Tuple[str, str]:
+    """(AMP type as the published tables write it, dtype) for a fairseq command line on ``device_type``."""
     if "--use-apex" in args:
-        return f"apex {flag_value(args, '--opt-level') or precision.DEFAULT_OPT_LEVEL}", "bf16" if "--bf16" in args else "fp16"
+        level = flag_value(args, "--opt-level") or precision.DEFAULT_OPT_LEVEL
+        return f"apex {level}", "bf16" if "--bf16" in args else "fp16"
     half = "bf16" if ("--bf16" in args or "--memory-efficient-bf16" in args) else "fp16"
     if "--amp" in args:
-        return "O1", half
+        # --amp-dtype auto (precision.amp_dtype): bfloat16 on cpu, float16 on the accelerators
+        dtype = flag_value(args, "--amp-dtype") or ("bfloat16" if device_type == "cpu" else "float16")
+        return "O1", {"bfloat16": "bf16", "float16": "fp16"}[dtype]
     if any(a in args for a in ("--fp16", "--bf16", "--memory-efficient-fp16", "--memory-efficient-bf16")):
         return "O2", half
     return "-", "fp32"
@@ -217,15 +251,17 @@ class LaunchRequest:
     use_apex: bool = False
     opt_level: str = precision.DEFAULT_OPT_LEVEL
     precision: str = "auto"
+    preset: str = "fast"
     extra: Tuple[str, ...] = ()  # passed to fairseq verbatim, after the recipe (so they override it)
 
 
-def precision_args(req: LaunchRequest) -> List[str]:
+def precision_args(req: LaunchRequest, bf16: bool = False) -> List[str]:
+    """fairseq precision flags; ``bf16``: the device computes bfloat16 natively (precision.native_bf16)."""
     if req.use_apex:
         if req.mode == "eval":  # evaluation runs the torch.amp equivalent of the apex level (no optimizer to wrap)
             return {"O0": [], "O1": ["--amp"], "O2": ["--fp16"]}[req.opt_level]
         return ["--use-apex", "--opt-level", req.opt_level]
-    chosen = precision.launch_default(req.device) if req.precision == "auto" else req.precision
+    chosen = precision.launch_default(req.device, req.preset, bf16) if req.precision == "auto" else req.precision
     if chosen not in PRECISIONS:
         raise ValueError(f"--precision={req.precision}: expected one of {', '.join(PRECISIONS)}")
     fp16 = ["--fp16"] if req.mode == "eval" else FP16_ARGS  # loss scaling means nothing without training
@@ -242,18 +278,27 @@ def build(req: LaunchRequest) -> Tuple[List[str], dict]:
 
     if req.device not in device.DIST_BACKENDS:
         raise ValueError(f"--device={req.device}: expected one of {', '.join(device.DIST_BACKENDS)}")
+    if req.preset not in PRESETS:
+        raise ValueError(f"--preset={req.preset}: expected one of {', '.join(PRESETS)}")
     task = glue_task(req.task)
     recipe = RECIPES[req.model][task.name]
+    fast = req.preset == "fast"
+    bf16 = fast and precision.native_bf16(req.device)  # asked of torch on this machine
     train_size = check_data(req.data, task, req.mode)
     extra = list(req.extra)
     batch_size = req.batch_size or recipe.batch_size
     update_freq = int(flag_value(extra, "--update-freq") or 1)
     num_classes = req.num_classes or task.num_classes
     metric = LOGGED_METRIC
+    max_positions = int(flag_value(extra, "--max-positions") or 512)
+    data_args = fast_settings(req.device, max_positions, batch_size, train_size) if fast and req.mode != "eval" else []
+    max_tokens = req.max_tokens or 4400
+    if "--static-batch" in data_args and not req.max_tokens:  # room for a full batch at the longest padded length
+        max_tokens = max(max_tokens, batch_size * max_positions)
     device_args = ["--device-type", req.device] + (["--cpu"] if req.device == "cpu" else [])
     common = [
         req.data, "--user-dir", os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "--task", TRAIN_TASK,
-        "--max-tokens", str(req.max_tokens or 4400), "--required-batch-size-multiple", "1", "--seed", "1",
+        "--max-tokens", str(max_tokens), "--required-batch-size-multiple", "1", "--seed", "1",
     ] + device_args
     model_task = [
         "--criterion", CRITERION, "--arch", ARCH[req.model], "--num-classes", str(num_classes),
@@ -261,7 +306,8 @@ def build(req: LaunchRequest) -> Tuple[List[str], dict]:
     ] + (["--regression-target"] if task.regression else [])
     distributed = []
     if req.world_size > 1:
-        distributed = ["--distributed-world-size", str(req.world_size), "--distributed-backend", device.DIST_BACKENDS[req.device]]
+        distributed = ["--distributed-world-size", str(req.world_size),
+                       "--distributed-backend", device.DIST_BACKENDS[req.device]]
         if req.mode != "eval":  # each rank reads --restore-file itself: no pickled broadcast of the whole state
             distributed.append("--load-checkpoint-on-all-dp-ranks")
     plan = {
@@ -270,6 +316,8 @@ def build(req: LaunchRequest) -> Tuple[List[str], dict]:
         # the leaderboard's headline metric, and all of them (their mean is what "glue" logs)
         "official_metric": task.metrics[0], "official_metrics": "/".join(task.metrics),
         "valid_subsets": task.valid_subsets, "num_classes": num_classes, "train_size": train_size,
+        # what the preset added to the published recipe, and the capability it was chosen by
+        "preset": req.preset, "native_bf16": bf16 if fast else None, "fast_settings": data_args,
     }
 
     if req.mode == "eval":
@@ -279,7 +327,7 @@ def build(req: LaunchRequest) -> Tuple[List[str], dict]:
         args = [
             req.data, "--path", path, "--split", task.valid_subsets, "--glue-task", task.name,
             "--batch-size", str(batch_size), "--max-tokens", str(req.max_tokens or 4400),
-        ] + device_args + precision_args(req) + extra + ["--json"]
+        ] + device_args + precision_args(req, bf16) + extra + ["--json"]
         plan.update(checkpoint=path, per_device_batch_size=batch_size, update_freq=1,
                     global_batch_size=batch_size * req.world_size)
     else:
@@ -287,12 +335,12 @@ def build(req: LaunchRequest) -> Tuple[List[str], dict]:
                          train_size=train_size, max_epoch=req.max_epoch)
         lr = req.lr if req.lr is not None else recipe.lr
         args = common + model_task + list(MODEL_ARGS[req.model]) + [
-            "--batch-size", str(batch_size), "--optimizer", OPTIMIZER, "--lr", repr(lr),
+            "--batch-size", str(batch_size), "--optimizer", OPTIMIZER if fast else STOCK_OPTIMIZER, "--lr", repr(lr),
             "--lr-scheduler", "polynomial_decay", "--total-num-update", str(sched.total_updates),
             "--warmup-updates", str(sched.warmup_updates), "--max-epoch", str(sched.max_epoch),
             "--find-unused-parameters",  # the LM head gets no gradient when fine-tuning
             "--log-interval", str(LOG_INTERVAL[req.mode]),
-        ] + precision_args(req) + distributed
+        ] + data_args + precision_args(req, bf16) + distributed
         if req.restore_file:
             args += ["--restore-file", req.restore_file, "--reset-optimizer", "--reset-dataloader", "--reset-meters"]
         if req.mode == "full":
@@ -314,6 +362,7 @@ def build(req: LaunchRequest) -> Tuple[List[str], dict]:
             recipe={"lr": recipe.lr, "batch_size": recipe.batch_size, "total_updates": recipe.total_updates,
                     "warmup_updates": recipe.warmup_updates},
         )
-    plan["amp_type"], plan["amp_dtype"] = amp_mode(args)
+    plan["amp_type"], plan["amp_dtype"] = amp_mode(args, req.device)
+    plan["optimizer"] = flag_value(args, "--optimizer")
     plan["arch"] = flag_value(args, "--arch") or plan["arch"]
     return args, plan
