@@ -221,3 +221,24 @@ def test_key_references_in_cfg_still_load(tmp_path):
     cfg = OmegaConf.create({"common": {"seed": 5}, "task": {"_name": "x", "seed": "${common.seed}"}})
     torch.save({"cfg": cfg, "model": {}}, path)
     assert safe_load(str(path))["cfg"].task.seed == 5
+
+
+def test_fairseq_npu_evaluate_refuses_a_resolver_in_one_line(tmp_path, capsys, monkeypatch):
+    """The case that made evaluation silently score a fresh random head: the head's name read from the environment."""
+    from fairseq_npu.cli.evaluate import cli_main
+
+    monkeypatch.setenv("FAIRSEQ_NPU_TEST_HEAD", "fresh_random_head")
+    path = tmp_path / "checkpoint_best.pt"
+    cfg = {"task": {"_name": "sentence_prediction", "classification_head_name": "${oc.env:FAIRSEQ_NPU_TEST_HEAD}"}}
+    torch.save({"cfg": cfg, "model": {}, "optimizer_history": []}, path)
+    (tmp_path / "SST-2-bin").mkdir()
+    root = logging.getLogger()
+    level = root.level
+    try:
+        code = cli_main([str(tmp_path / "SST-2-bin"), "--path", str(path)])
+    finally:
+        root.setLevel(level)
+    assert (code, capsys.readouterr().err) == (
+        2, f"fairseq-npu-evaluate: error: refusing to load checkpoint {path}: cfg.task.classification_head_name = "
+           "'${oc.env:FAIRSEQ_NPU_TEST_HEAD}' is an OmegaConf resolver interpolation, which fairseq would evaluate "
+           "when it reads the config\n")

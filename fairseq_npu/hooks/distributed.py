@@ -109,7 +109,12 @@ def call_main(original):
             nprocs, start_rank = dt.distributed_num_procs, dt.distributed_rank
         kwargs["start_rank"] = start_rank
         dt.distributed_rank = None
-        torch.multiprocessing.spawn(fn=spawned_worker, args=(main, cfg, kwargs), nprocs=nprocs, join=True)
+        try:
+            torch.multiprocessing.spawn(fn=spawned_worker, args=(main, cfg, kwargs), nprocs=nprocs, join=True)
+        except torch.multiprocessing.ProcessExitedException as err:
+            if err.exit_code == 2:  # a worker printed its UsageError as one line (exit_on_usage_error)
+                raise SystemExit(2) from None
+            raise
 
     return call_main
 
