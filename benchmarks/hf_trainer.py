@@ -89,15 +89,14 @@ class PadCollator:
 
 
 def device_precision(device: str) -> str:
-    """The faster training precision of the device: bf16 where it has native bf16 arithmetic, else fp16 on an
-    accelerator, fp32 on a CPU (whose emulated bf16 is slower than fp32)."""
-    if device == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device == "npu":
-        return "bf16" if torch.npu.is_bf16_supported() else "fp16"
-    native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or \
-        getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-    return "bf16" if native else "fp32"
+    """The faster training precision of the device, by the plugin's own test of native bf16 arithmetic
+    (fairseq_npu.precision.native_bf16): bf16 where the device has it, else fp16 on an accelerator and fp32 on a
+    CPU (whose emulated bf16 is slower than fp32)."""
+    from fairseq_npu.precision import native_bf16
+
+    if native_bf16(device):
+        return "bf16"
+    return "fp32" if device == "cpu" else "fp16"
 
 
 def training_arguments(a, out_dir: Path):
