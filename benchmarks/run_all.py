@@ -1,5 +1,6 @@
-"""One command for every benchmark: builds the data, measures throughput, scaling and hook overhead, trains the
-accuracy runs, counts the host work per update, draws the plots and rewrites docs/benchmarks.md.
+"""One command for every benchmark: builds the data, compares stock, the launch script and the HF Trainer (section
+P), measures throughput, scaling and hook overhead, trains the accuracy runs, counts the host work per update,
+draws the plots and rewrites docs/benchmarks.md.
 
     python -m benchmarks.run_all                  # everything (about an hour on 2 idle cores)
     python -m benchmarks.run_all --only throughput,scaling
@@ -9,10 +10,11 @@ accuracy runs, counts the host work per update, draws the plots and rewrites doc
 import argparse
 import sys
 
-from benchmarks import bench_accuracy, bench_host_overhead, bench_scaling, bench_throughput, glue_data, padding_stats, report
+from benchmarks import (bench_accuracy, bench_host_overhead, bench_scaling, bench_throughput, compare, glue_data,
+                        padding_stats, report)
 
-STEPS = {"throughput": bench_throughput.main, "scaling": bench_scaling.main, "accuracy": bench_accuracy.main,
-         "host_ops": bench_host_overhead.main}
+STEPS = {"compare": compare.main, "throughput": bench_throughput.main, "scaling": bench_scaling.main,
+         "accuracy": bench_accuracy.main, "host_ops": bench_host_overhead.main}
 
 
 def main(argv=None) -> int:
