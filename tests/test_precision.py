@@ -77,10 +77,15 @@ def test_every_environment_variable_is_in_the_contract():
     assert documented <= docs, documented - docs
 
 
-def test_validation_autocasts_from_the_config_before_any_training_step(tmp_path):
+def test_validation_autocasts_from_the_config_before_any_training_step(tmp_path, monkeypatch):
     from fairseq import options, tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from glue_tiny_data import make_glue_dir, tiny_roberta_args
+
+    # --amp-dtype and --device-type of earlier tests' command lines live on in the environment (they export)
+    monkeypatch.delenv(precision.AMP_DTYPE_ENV, raising=False)
+    monkeypatch.delenv(device.ENV_VAR, raising=False)
+    device.reset()
 
     data = make_glue_dir(tmp_path / "SST-2-bin", {"train": 16, "valid": 8})
     argv = tiny_roberta_args(data, "sentence_prediction_npu", ["--amp"])
