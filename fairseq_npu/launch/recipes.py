@@ -9,7 +9,10 @@ the same number of epochs and the same warm-up *fraction*, so the learning rate 
 training whatever the device count (the ModelZoo's 8p script kept the 1p update counts at 8x the batch size and
 never finished warming up). At the published configuration the published numbers come out unchanged.
 
-The fairseq names (task, optimizer, best-checkpoint metric) are chosen here and nowhere else.
+On top of the recipe, the ``fast`` preset (the default) adds the device's fastest settings (``fast_settings``; the
+precision comes from ``fairseq_npu.precision.launch_default``); ``stock`` keeps fairseq's optimizer and precision.
+The GLUE facts (train sizes, metrics, validation subsets) come from ``fairseq_npu.glue_tasks``. The fairseq names
+(task, optimizer, best-checkpoint metric) are chosen here and nowhere else.
 """
 
 import math
