@@ -89,3 +89,17 @@ def test_binary_input_dictionary(data, tmp_path, capsys, monkeypatch):
     (bad / "input0" / "dict.txt").write_bytes(b"w0 100\n\x80\x81\x00\xff 3\n")
     assert train_cli(tiny_roberta_args(bad, "sentence_prediction_npu"), capsys, monkeypatch) == (
         2, f"fairseq-train: error: {bad}/input0/dict.txt:2: not a fairseq dict.txt (byte 0x80 is not UTF-8 text)")
+
+
+def test_stock_task_gets_the_same_line(data, tmp_path, capsys, monkeypatch):
+    """Stock --task sentence_prediction, through the plugin's load_dictionary hook."""
+    bad = without(data, "label", tmp_path)
+    assert train_cli(tiny_roberta_args(bad, "sentence_prediction"), capsys, monkeypatch) == (
+        2, f"fairseq-train: error: {bad}/label/dict.txt: missing; not a sentence-prediction data directory (the "
+           "folder glue_scripts/preprocess_GLUE_tasks.sh writes (TASK-bin: input0/, [input1/,] label/)) (for a "
+           "regression task such as STS-B pass --regression-target)")
+    (bad / "label").mkdir()
+    (bad / "label" / "dict.txt").write_bytes(b"0 10\n1\n")
+    assert train_cli(tiny_roberta_args(bad, "sentence_prediction"), capsys, monkeypatch) == (
+        2, f"fairseq-train: error: {bad}/label/dict.txt:2: not a fairseq dict.txt (expected '<token> <count>', "
+           "got '1')")

@@ -139,6 +139,11 @@ HOOKS: List[Hook] = [
          "sentence_prediction_npu, a subclass)",
          "stock trains a 3-way head on SST-2's 2 labels without a word (F1 then disappears from the metrics), and "
          "a head smaller than the label set fails only at the first batch"),
+    Hook(SentencePredictionTask, "load_dictionary", tasks.sentence_prediction_load_dictionary,
+         "a missing input0/ or label/ dict.txt, or one that is not UTF-8 '<token> <count>' lines, is a UsageError "
+         "naming the file (and line)",
+         "stock fails with a FileNotFoundError traceback for a wrong data folder, and with a bare Exception naming "
+         "no line for a binary dict.txt"),
     # ---- mixed precision and the optimizer (fairseq_npu/hooks/amp.py, fairseq_npu/amp/)
     Hook(optim, "AMPOptimizer", amp.amp_optimizer,
          "--amp builds DeviceAMPOptimizer: the device's GradScaler, fairseq's loss-scale flags, scaler state saved "

@@ -1,6 +1,8 @@
 """Hooks on fairseq's tasks: ``sentence_prediction`` (and so ``sentence_prediction_npu``, its subclass) checks
-``--num-classes`` against its label dictionary (fairseq_npu/tasks/num_classes_check.py)."""
+``--num-classes`` against its label dictionary (fairseq_npu/tasks/num_classes_check.py) and each dict.txt it opens
+(fairseq_npu/tasks/data_dir_check.py)."""
 
+from fairseq_npu.tasks.data_dir_check import check_dictionary_file
 from fairseq_npu.tasks.num_classes_check import check_num_classes
 
 
@@ -10,3 +12,11 @@ def sentence_prediction_init(original):
         check_num_classes(cfg, label_dictionary)
 
     return __init__
+
+
+def sentence_prediction_load_dictionary(original):
+    def load_dictionary(filename):  # a classmethod: ``original`` is bound, and cls is unused by stock
+        check_dictionary_file(filename)
+        return original(filename)
+
+    return load_dictionary

@@ -25,13 +25,23 @@ def check_data_dir(cfg) -> None:
     if getattr(cfg, "regression_target", False):
         if not os.path.isdir(labels):
             raise UsageError(f"{labels}: missing; regression targets are read from label/SPLIT.label ({_HINT})")
-        dictionaries = [inputs]
     elif not os.path.isfile(os.path.join(labels, "dict.txt")):
         raise UsageError(f"{os.path.join(labels, 'dict.txt')}: missing; classification needs the label dictionary "
                          "(for a regression task such as STS-B pass --regression-target)")
-    else:
-        dictionaries = [inputs, os.path.join(labels, "dict.txt")]
-    for path in dictionaries:  # fairseq would raise a bare Exception for bytes that are not UTF-8
-        problem = dict_file_problem(path)
-        if problem:
-            raise UsageError(problem)
+
+
+def check_dictionary_file(filename) -> None:
+    """Raise UsageError unless ``filename`` is a readable fairseq dict.txt.
+
+    Run by sentence_prediction's ``load_dictionary`` (fairseq_npu/hooks/tasks.py), so the stock task gets the
+    same one line for a missing ``input0/`` or ``label/``, and both tasks for a dict.txt fairseq cannot read."""
+    filename = str(filename)
+    if "://" in filename:
+        return  # a remote path: fairseq's PathManager resolves it
+    if not os.path.isfile(filename):
+        hint = " (for a regression task such as STS-B pass --regression-target)" \
+            if os.path.basename(os.path.dirname(filename)) == "label" else ""
+        raise UsageError(f"{filename}: missing; not a sentence-prediction data directory ({_HINT}){hint}")
+    problem = dict_file_problem(filename)  # fairseq would raise a bare Exception for bytes that are not UTF-8
+    if problem:
+        raise UsageError(problem)
