@@ -14,6 +14,8 @@ that warns. Other warnings of the same category or from the same library still s
 fairseq itself is imported, before any plugin code runs.)
 """
 
+import logging
+import sys
 import warnings
 
 # (message regex, category, module regex)
@@ -40,3 +42,13 @@ def install() -> None:
     for message, category, module in FILTERS:
         warnings.filterwarnings("ignore", message=message, category=category, module=module)
     _installed = True
+
+
+def quiet_cli_logging() -> None:
+    """For the plugin's own command-line tools: warnings and errors only on stderr.
+
+    Importing fairseq already ran ``logging.basicConfig(level=DEBUG)`` (fairseq/models/wav2vec/
+    wav2vec2_classification.py), which makes a later basicConfig a no-op and lets Hydra's DEBUG lines through, so
+    the root level is set back explicitly."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    logging.getLogger().setLevel(logging.WARNING)

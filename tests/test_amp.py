@@ -1,7 +1,6 @@
 """Mixed precision through fairseq's own Trainer on cpu: overflow handling (O1 and O2), bf16 autocast, resume."""
 
 import os
-import random
 from pathlib import Path
 
 import pytest
@@ -9,12 +8,11 @@ import torch
 
 import fairseq_npu  # noqa: F401  (installs the hooks)
 from fairseq import checkpoint_utils, options, tasks
-from fairseq.data import Dictionary, indexed_dataset
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq.logging import metrics
 from fairseq.trainer import Trainer
 from fairseq_npu import device
-from fairseq_npu.amp import flags
+from fairseq_npu.amp import flags, smoke
 from fairseq_npu.amp.amp_optimizer import SCALER_KEY, DeviceAMPOptimizer
 from benchmarks.op_counter import OpCounter
 from fairseq_npu.amp.autocast import autocast_dtype_for
@@ -23,30 +21,8 @@ USER_DIR = os.path.dirname(fairseq_npu.__file__)
 
 
 def write_tiny_glue(dest: Path, n_train=32, vocab=40, seed=0):
-    """A separable two-class sentence_prediction dataset in fairseq's binary layout (input0/, label/)."""
-    rng = random.Random(seed)
-    words = [f"w{i}" for i in range(vocab)]
-    data, labels = Dictionary(), Dictionary()
-    for w in words:
-        data.add_symbol(w, n=10)
-    for label in ("0", "1"):
-        labels.add_symbol(label)
-    for sub, dictionary in (("input0", data), ("label", labels)):
-        (dest / sub).mkdir(parents=True, exist_ok=True)
-        dictionary.save(str(dest / sub / "dict.txt"))
-    for split in ("train", "valid"):
-        tokens = indexed_dataset.make_builder(str(dest / "input0" / f"{split}.bin"), impl="mmap", vocab_size=len(data))
-        label_out = indexed_dataset.make_builder(str(dest / "label" / f"{split}.bin"), impl="mmap",
-                                                 vocab_size=len(labels))
-        for _ in range(n_train):
-            y = rng.randint(0, 1)
-            half = words[: vocab // 2] if y else words[vocab // 2:]
-            sentence = [data.index(rng.choice(half)) for _ in range(rng.randint(3, 10))]
-            tokens.add_item(torch.IntTensor(sentence + [data.eos()]))
-            label_out.add_item(torch.IntTensor([labels.index(str(y)), labels.eos()]))
-        tokens.finalize(str(dest / "input0" / f"{split}.idx"))
-        label_out.finalize(str(dest / "label" / f"{split}.idx"))
-    return dest
+    """A separable two-class sentence_prediction dataset (the NPU smoke script's own data)."""
+    return smoke.write_data(dest, n=n_train, vocab=vocab, seed=seed)
 
 
 @pytest.fixture(scope="module")

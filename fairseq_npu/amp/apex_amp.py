@@ -31,8 +31,6 @@ import os
 from dataclasses import dataclass, field
 from typing import List, Optional, Union
 
-import torch
-
 from fairseq_npu import device
 
 logger = logging.getLogger(__name__)

@@ -8,11 +8,11 @@ vocabulary is known, ``dict.txt`` (+ ``spiece.model`` for ALBERT), like fairseq'
 """
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 from fairseq_npu import albert_vocab
+from fairseq_npu.quiet_logs import quiet_cli_logging
 
 from . import albert, roberta
 from .checkpoint import checkpoint_state, fairseq_cfg, write_directory
@@ -92,10 +92,7 @@ def get_parser():
 
 
 def cli_main(argv=None):
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    # importing fairseq already ran logging.basicConfig(level=DEBUG) (fairseq/models/wav2vec/
-    # wav2vec2_classification.py), which makes the call above a no-op and let Hydra's DEBUG lines through
-    logging.getLogger().setLevel(logging.WARNING)
+    quiet_cli_logging()
     args = get_parser().parse_args(argv)
     try:
         path, arch, options, notes = convert(args.src, args.dest, args.model, args.head_name,

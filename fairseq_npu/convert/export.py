@@ -24,6 +24,7 @@ from typing import Dict, List, Optional
 import torch
 
 from fairseq_npu import albert_vocab
+from fairseq_npu.quiet_logs import quiet_cli_logging
 
 from . import albert, hf_tokenizer, roberta
 from .errors import ConversionError
@@ -424,10 +425,7 @@ def get_parser():
 
 
 def cli_main(argv=None):
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    # importing fairseq already ran logging.basicConfig(level=DEBUG) (fairseq/models/wav2vec/
-    # wav2vec2_classification.py), which makes the call above a no-op and let Hydra's DEBUG lines through
-    logging.getLogger().setLevel(logging.WARNING)
+    quiet_cli_logging()
     args = get_parser().parse_args(argv)
     try:
         import transformers
