@@ -12,7 +12,6 @@ they touch: ``flags`` (fairseq.options), ``trainer``, ``distributed``, ``checkpo
 ``python -m fairseq_npu.hooks [--json | --markdown]`` lists them.
 """
 
-import inspect
 import types
 from dataclasses import dataclass
 from typing import Callable, List, Optional
