@@ -5,13 +5,21 @@ for its default, ``--restore-file checkpoint_last.pt`` in ``--save-dir`` (absent
 a path the user typed: a typo in a pretrained model's path trained a model from scratch that reported success.
 Checked before fairseq resolves the paths, with the same rules (checkpoint suffix, ``--finetune-from-model`` only
 on a first launch, i.e. without a ``checkpoint_last.pt`` to resume).
+
+One exception keeps a stock idiom working: a bare file name with no folder (``--restore-file x.pt``) that does not
+exist is how fairseq's own tests force a fresh start in a save dir that already holds a ``checkpoint_last.pt``. That
+case trains from scratch as stock does, with a WARNING line naming the file. A path with a folder in it, as a
+pretrained model's always has (and as the launch scripts always pass, made absolute), must exist.
 """
 
+import logging
 import os
 
 from fairseq_npu.errors import UsageError
 
 DEFAULT_RESTORE_FILE = "checkpoint_last.pt"  # fairseq's default, resolved inside --save-dir
+
+logger = logging.getLogger(__name__)
 
 
 def _relative_note(path: str) -> str:
@@ -30,6 +38,11 @@ def check_restore_paths(cfg, suffix: str = "") -> None:
         path = cfg.restore_file.replace(".pt", suffix + ".pt") if suffix else cfg.restore_file
         if not PathManager.isfile(path):
             named = path if path == cfg.restore_file else f"{cfg.restore_file} (as {path})"
+            if not os.path.dirname(cfg.restore_file):
+                logger.warning(f"--restore-file {named}: no such file{_relative_note(path)}; training starts from "
+                               "scratch (a bare file name is stock's fresh-start idiom; a path with a folder must "
+                               "exist)")
+                return
             raise UsageError(f"--restore-file {named}: no such checkpoint file{_relative_note(path)}")
         return
     first_launch = not PathManager.exists(os.path.join(cfg.save_dir, f"checkpoint_last{suffix}.pt"))

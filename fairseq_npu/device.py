@@ -185,6 +185,18 @@ def get() -> DeviceBackend:
     return _current
 
 
+_runs_seen = 0  # Trainers built in this process
+
+
+def announce_for_run() -> None:
+    """Each training run names its device once: the first run through the selection's own line, a later run in
+    the same process (tests, notebooks) again here, so that every run's log is complete and alike."""
+    global _runs_seen
+    if _runs_seen:
+        _announce(get())
+    _runs_seen += 1
+
+
 def set_backend(requested: Optional[str] = None, force_cpu: bool = False) -> DeviceBackend:
     """Re-select (``--device-type``, ``--cpu``, tests); also exported so spawned workers agree."""
     global _current

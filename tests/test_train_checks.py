@@ -75,6 +75,22 @@ def test_missing_relative_restore_file_names_the_working_directory(data, tmp_pat
            f"working directory {tmp_path})")
 
 
+def test_missing_bare_restore_file_is_stocks_fresh_start_with_a_warning(data, tmp_path, caplog, monkeypatch):
+    """fairseq's own tests pass --restore-file x.pt to start afresh in a save dir that holds a checkpoint_last.pt."""
+    from fairseq import checkpoint_utils
+
+    monkeypatch.chdir(tmp_path)
+    save = tmp_path / "save"
+    run_train(saving_args(data, save, ["--max-update", "1"]), monkeypatch)
+    with caplog.at_level(logging.WARNING, logger="fairseq_npu.checkpoint_restore"):
+        run_train(saving_args(data, save, ["--max-update", "1", "--restore-file", "x.pt"]), monkeypatch)
+    assert [r.getMessage() for r in caplog.records if r.name == "fairseq_npu.checkpoint_restore"] == [
+        f"--restore-file x.pt: no such file (relative to the working directory {tmp_path}); training starts from "
+        "scratch (a bare file name is stock's fresh-start idiom; a path with a folder must exist)"]
+    state = checkpoint_utils.load_checkpoint_to_cpu(str(save / "checkpoint_last.pt"))
+    assert state["optimizer_history"][-1]["num_updates"] == 1  # started again from update 0, not resumed to 2
+
+
 def test_missing_finetune_from_model_is_an_error(data, tmp_path, capsys, monkeypatch):
     missing = tmp_path / "model.pt"
     args = saving_args(data, tmp_path / "save", ["--max-update", "1", "--finetune-from-model", missing])

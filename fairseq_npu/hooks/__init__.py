@@ -124,7 +124,8 @@ HOOKS: List[Hook] = [
          "a resumed distributed run fails on torch >= 2.6 as above"),
     Hook(checkpoint_utils, "load_checkpoint", checkpoints.load_checkpoint,
          "an explicit --restore-file, or a --finetune-from-model to be loaded, that does not exist is an error "
-         "naming it (fairseq_npu/checkpoint_restore.py); the default checkpoint_last.pt keeps its meaning",
+         "naming it (fairseq_npu/checkpoint_restore.py); the default checkpoint_last.pt and a missing bare file name "
+         "(stock's fresh-start idiom, with a warning) keep their meaning",
          "stock trains from scratch and exits 0 when the named file is absent, so a typo in a pretrained model's "
          "path gives a from-scratch model that reports success"),
     Hook(checkpoint_utils, "PathManager", checkpoints.path_manager,

@@ -12,6 +12,7 @@ from fairseq_npu.amp.overflow import TorchForTrainer
 def init(original):
     def __init__(self, cfg, task, model, criterion, *args, **kwargs):
         backend = device.set_backend(force_cpu=True) if cfg.common.cpu else device.get()  # --cpu wins
+        device.announce_for_run()
         if backend.type == "cpu" and torch.cuda.is_available() and not cfg.common.cpu:
             with open_dict(cfg):  # cpu chosen on a cuda machine: stock would still take cuda
                 cfg.common.cpu = True
