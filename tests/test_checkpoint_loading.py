@@ -131,19 +131,25 @@ def test_unsupported_opcode_is_refused_naming_it(tmp_path):
     assert _refusal(path) == "Unsupported operand 149"
 
 
-def test_fairseq_npu_evaluate_refuses_in_one_line(tmp_path, capsys):
+def evaluate_cli(tmp_path, checkpoint):
+    """fairseq-npu-evaluate on an empty data dir and ``checkpoint``, in-process; its exit code. The command sets
+    the root logger's level, which is put back for the tests after this one."""
     from fairseq_npu.cli.evaluate import cli_main
 
-    marker = tmp_path / "pwned"
-    path = tmp_path / "evil.pt"
-    torch.save({"model": {}, "cfg": None, "payload": _SystemOnLoad(marker)}, path)
     (tmp_path / "SST-2-bin").mkdir()
     root = logging.getLogger()
     level = root.level
     try:
-        code = cli_main([str(tmp_path / "SST-2-bin"), "--path", str(path)])
+        return cli_main([str(tmp_path / "SST-2-bin"), "--path", str(checkpoint)])
     finally:
         root.setLevel(level)
+
+
+def test_fairseq_npu_evaluate_refuses_in_one_line(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "cfg": None, "payload": _SystemOnLoad(marker)}, path)
+    code = evaluate_cli(tmp_path, path)
     err = capsys.readouterr().err
     assert (code, err) == (2, f"fairseq-npu-evaluate: error: refusing to load checkpoint {path}: it pickles an object "
                               "outside the fairseq checkpoint allowlist (fairseq_npu.checkpoint_loading."
@@ -225,19 +231,11 @@ def test_key_references_in_cfg_still_load(tmp_path):
 
 def test_fairseq_npu_evaluate_refuses_a_resolver_in_one_line(tmp_path, capsys, monkeypatch):
     """The case that made evaluation silently score a fresh random head: the head's name read from the environment."""
-    from fairseq_npu.cli.evaluate import cli_main
-
     monkeypatch.setenv("FAIRSEQ_NPU_TEST_HEAD", "fresh_random_head")
     path = tmp_path / "checkpoint_best.pt"
     cfg = {"task": {"_name": "sentence_prediction", "classification_head_name": "${oc.env:FAIRSEQ_NPU_TEST_HEAD}"}}
     torch.save({"cfg": cfg, "model": {}, "optimizer_history": []}, path)
-    (tmp_path / "SST-2-bin").mkdir()
-    root = logging.getLogger()
-    level = root.level
-    try:
-        code = cli_main([str(tmp_path / "SST-2-bin"), "--path", str(path)])
-    finally:
-        root.setLevel(level)
+    code = evaluate_cli(tmp_path, path)
     assert (code, capsys.readouterr().err) == (
         2, f"fairseq-npu-evaluate: error: refusing to load checkpoint {path}: cfg.task.classification_head_name = "
            "'${oc.env:FAIRSEQ_NPU_TEST_HEAD}' is an OmegaConf resolver interpolation, which fairseq would evaluate "

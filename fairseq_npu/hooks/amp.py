@@ -70,6 +70,15 @@ def sync_fp32_params_to_fp16(original):
     return _sync_fp32_params_to_fp16
 
 
+def _split_plugin_entry(state_dict, key: str):
+    """An optimizer state without the plugin's entry ``key`` (the torch optimizer must not see it), and that entry
+    (None when the checkpoint has none)."""
+    if isinstance(state_dict, dict) and key in state_dict:
+        state_dict = dict(state_dict)
+        return state_dict, state_dict.pop(key)
+    return state_dict, None
+
+
 def half_precision_state_dict(original):
     """FP16Optimizer / MemoryEfficientFP16Optimizer: the fp32 masters and the loss scaler's counters are saved
     with the optimizer state (fairseq_npu/amp/master_weights_state.py)."""
@@ -84,10 +93,7 @@ def half_precision_load_state_dict(original):
     """... and restored after the stock load; a checkpoint without them loads as before."""
 
     def load_state_dict(self, state_dict, optimizer_overrides=None):
-        extra = None
-        if isinstance(state_dict, dict) and master_weights_state.STATE_KEY in state_dict:
-            state_dict = dict(state_dict)
-            extra = state_dict.pop(master_weights_state.STATE_KEY)  # the torch optimizer must not see it
+        state_dict, extra = _split_plugin_entry(state_dict, master_weights_state.STATE_KEY)
         result = original(self, state_dict, optimizer_overrides)
         master_weights_state.restore(self, extra)
         return result
@@ -171,10 +177,7 @@ def apex_load_state_dict(original):
     """apex's loss-scaler state restored from the optimizer state of a checkpoint."""
 
     def load_state_dict(self, state_dict, optimizer_overrides=None):
-        amp_state = None
-        if isinstance(state_dict, dict) and apex_amp.STATE_KEY in state_dict:
-            state_dict = dict(state_dict)
-            amp_state = state_dict.pop(apex_amp.STATE_KEY)  # the torch optimizer must not see it
+        state_dict, amp_state = _split_plugin_entry(state_dict, apex_amp.STATE_KEY)
         result = original(self, state_dict, optimizer_overrides)
         state = apex_amp.state_of(self)
         if state is None:
