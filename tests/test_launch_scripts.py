@@ -116,6 +116,24 @@ def test_full_1p_roberta(full_1p_roberta):
     assert (out / "checkpoints" / "checkpoint_best.pt").is_file() and (out / "train.log").is_file()
 
 
+def test_full_1p_with_the_shipped_defaults_learns_with_the_fast_settings(data):
+    """What a user gets without flags: the fast preset for this cpu (bf16 autocast only where torch reports native
+    bf16), and the run still learns the task."""
+    from fairseq_npu import precision
+
+    out = data["out"] / "full_1p_defaults"
+    run_script("train_full_1p.sh", f"--data_path={data['roberta']}", "--model=roberta", "--device=cpu",
+               "--task=SST-2", "--batch-size=16", "--lr=1e-3", "--max-epoch=3", f"--output_dir={out}", *TINY)
+    s = load_summary(out)
+    assert (s["preset"], s["optimizer"], s["status"]) == ("fast", "fused_adamw", "ok")
+    assert s["fast_settings"][0] == "--group-by-length" and "--group-by-length" in s["command"]
+    native = precision.native_bf16("cpu")
+    assert s["native_bf16"] is native
+    assert (s["amp_type"], s["amp_dtype"]) == (("O1", "bf16") if native else ("-", s["amp_dtype"]))
+    assert ("--amp" in s["command"]) is native
+    assert s["best_metric"] >= 75
+
+
 def test_full_8p_two_gloo_processes_all_reduce_gradients(data, full_1p_roberta):
     out = data["out"] / "full_2p_roberta"
     run = run_script("train_full_8p.sh", f"--data_path={data['roberta']}", "--model=roberta", *COMMON,
