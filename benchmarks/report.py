@@ -279,6 +279,11 @@ def render() -> Path:
                           ("accuracy_early_sst2_cpu", lambda r: accuracy_section(
                               r, "## 3e. Accuracy at a short, steep budget, three seeds: stock, plugin best, and "
                                  "the plugin without grouping / with a finite group window")),
+                          ("accuracy_launch_defaults_epoch_sst2", lambda r: accuracy_section(
+                              r, "## 3f. Accuracy at a full epoch of SST-2, three seeds: stock vs the launch "
+                                 "defaults (grouping window 1024, fused_adamw, bf16 where native)")),
+                          ("accuracy_launch_defaults_early_sst2", lambda r: accuracy_section(
+                              r, "## 3g. Accuracy at the short budget, three seeds: stock vs the launch defaults")),
                           ("host_ops_cpu", host_ops_section)):
         res = _load(name)
         if res is None:
