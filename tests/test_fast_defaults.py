@@ -6,7 +6,7 @@ import torch
 
 from fairseq_npu import precision
 from fairseq_npu.argv import flag_value
-from fairseq_npu.launch import recipes
+from fairseq_npu.launch import command, recipes
 from glue_tiny_data import make_glue_dir
 
 
@@ -20,7 +20,7 @@ def data(tmp_path_factory):
 def _plan(data, tmp_path, monkeypatch, device, bf16, **kw):
     asked = []
     monkeypatch.setattr(precision, "native_bf16", lambda d: asked.append(d) or bf16)
-    args, plan = recipes.build(recipes.LaunchRequest(mode="performance", data=str(data), device=device,
+    args, plan = command.build(command.LaunchRequest(mode="performance", data=str(data), device=device,
                                                      output_dir=str(tmp_path), **kw))
     assert asked == ([device] if kw.get("preset", "fast") == "fast" else [])
     return args, plan

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fairseq_npu.launch import recipes, summary, training_log
+from fairseq_npu.launch import command, summary, training_log
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,19 +83,19 @@ def _glue_dir(tmp_path, n_train):
 
 def test_published_schedule_at_the_published_batch_size(tmp_path):
     data = _glue_dir(tmp_path, 67349)
-    args, plan = recipes.build(recipes.LaunchRequest(mode="full", data=str(data), model="roberta", task="sst2",
+    args, plan = command.build(command.LaunchRequest(mode="full", data=str(data), model="roberta", task="sst2",
                                                      device="cpu", output_dir=str(tmp_path)))
     assert (plan["total_num_update"], plan["warmup_updates"], plan["lr"], plan["global_batch_size"]) == \
         (20935, 1256, 1e-5, 32)
     assert plan["published_schedule"] and plan["max_epoch"] == 10 and plan["max_update"] == 20935
-    assert recipes.flag_value(args, "--task") == "sentence_prediction_npu"
-    assert recipes.flag_value(args, "--best-checkpoint-metric") == "glue"
-    assert recipes.flag_value(args, "--glue-task") == "SST-2"
+    assert command.flag_value(args, "--task") == "sentence_prediction_npu"
+    assert command.flag_value(args, "--best-checkpoint-metric") == "glue"
+    assert command.flag_value(args, "--glue-task") == "SST-2"
 
 
 def test_schedule_scales_to_the_global_batch_of_8_devices(tmp_path):
     data = _glue_dir(tmp_path, 67349)
-    _, plan = recipes.build(recipes.LaunchRequest(mode="full", data=str(data), model="roberta", task="SST-2",
+    _, plan = command.build(command.LaunchRequest(mode="full", data=str(data), model="roberta", task="SST-2",
                                                   device="npu", world_size=8, output_dir=str(tmp_path)))
     epochs = 20935 * 32 / 67349  # what the published schedule covers
     per_epoch = math.ceil(math.ceil(67349 / 32) / 8)  # 2105 batches over 8 ranks
@@ -104,7 +104,7 @@ def test_schedule_scales_to_the_global_batch_of_8_devices(tmp_path):
     assert plan["warmup_updates"] == round(2626 * 1256 / 20935) == 158  # still 6% of training
     assert plan["amp_type"] == "O2" and plan["amp_dtype"] == "fp16"  # fairseq's --fp16 recipe on accelerators
     # --update-freq among the extra args counts in the global batch too
-    _, uf = recipes.build(recipes.LaunchRequest(mode="full", data=str(data), task="SST-2", device="cpu",
+    _, uf = command.build(command.LaunchRequest(mode="full", data=str(data), task="SST-2", device="cpu",
                                                 world_size=2, output_dir=str(tmp_path),
                                                 extra=("--update-freq", "4")))
     assert uf["global_batch_size"] == 256 and uf["total_num_update"] == round(epochs * math.ceil(2105 / 2 / 4))
@@ -112,23 +112,28 @@ def test_schedule_scales_to_the_global_batch_of_8_devices(tmp_path):
 
 def test_albert_recipe_regression_task_and_explicit_epochs(tmp_path):
     data = _glue_dir(tmp_path, 5749)
-    args, plan = recipes.build(recipes.LaunchRequest(mode="full", data=str(data), model="albert", task="sts-b",
+    args, plan = command.build(command.LaunchRequest(mode="full", data=str(data), model="albert", task="sts-b",
                                                      device="cpu", max_epoch=3, output_dir=str(tmp_path)))
     assert plan["arch"] == "albert_base" and plan["num_classes"] == 1 and plan["official_metric"] == "pearson"
     assert "--regression-target" in args and "--separator-token" not in args
     assert plan["total_num_update"] == 3 * math.ceil(5749 / 16) and plan["lr"] == 2e-5
-    perf, pplan = recipes.build(recipes.LaunchRequest(mode="performance", data=str(data), model="albert",
+    perf, pplan = command.build(command.LaunchRequest(mode="performance", data=str(data), model="albert",
                                                       task="MNLI", device="cpu", output_dir=str(tmp_path)))
     assert "--disable-validation" in perf and "--no-save" in perf and pplan["max_update"] == 1000
 
 
 def test_bad_requests_name_the_flag(tmp_path):
     data = _glue_dir(tmp_path, 10)
-    with pytest.raises(ValueError, match=r"--task=WNLX: unknown GLUE task; known: MNLI, QNLI"):
-        recipes.build(recipes.LaunchRequest(mode="full", data=str(data), task="WNLX", output_dir=str(tmp_path)))
+    with pytest.raises(ValueError, match=r"^--task=WNLX: unknown GLUE task 'WNLX'; expected one of: CoLA, SST-2, "
+                                         r"MRPC, STS-B, QQP, MNLI, QNLI, RTE, WNLI, AX$"):
+        command.build(command.LaunchRequest(mode="full", data=str(data), task="WNLX", output_dir=str(tmp_path)))
+    # a GLUE task without a published fine-tuning recipe is known, and said so
+    with pytest.raises(ValueError, match=r"^--task=wnli: no published fine-tuning recipe for WNLI; recipes exist for "
+                                         r"MNLI, QNLI, QQP, RTE, SST-2, MRPC, CoLA, STS-B$"):
+        command.build(command.LaunchRequest(mode="full", data=str(data), task="wnli", output_dir=str(tmp_path)))
     with pytest.raises(ValueError, match=r"--data_path=.*nowhere: no such directory"):
-        recipes.build(recipes.LaunchRequest(mode="full", data=str(tmp_path / "nowhere"), output_dir=str(tmp_path)))
-    assert recipes.dataset_size(str(data / "input0" / "train.idx")) == 10
+        command.build(command.LaunchRequest(mode="full", data=str(tmp_path / "nowhere"), output_dir=str(tmp_path)))
+    assert command.dataset_size(str(data / "input0" / "train.idx")) == 10
 
 
 def _script(name, *args):

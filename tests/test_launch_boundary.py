@@ -7,7 +7,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_MODULES = ["fairseq_npu.launch", "fairseq_npu.launch.__main__", "fairseq_npu.launch.recipes",
-                  "fairseq_npu.launch.summary", "fairseq_npu.launch.training_log"]
+                  "fairseq_npu.launch.command", "fairseq_npu.launch.summary", "fairseq_npu.launch.training_log"]
 
 
 def _python(code, tmp_path, *, poisoned=True, plugin="off"):

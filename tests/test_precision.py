@@ -50,12 +50,12 @@ def test_amp_dtype_on_accelerators(npu_stand_in, monkeypatch):
 def test_one_opt_level_default():
     from fairseq_npu.amp import flags
     from fairseq_npu.launch import __main__ as launch_main
-    from fairseq_npu.launch import recipes
+    from fairseq_npu.launch import command
 
     parser = argparse.ArgumentParser()
     flags.add_args(parser)
     assert parser.parse_args([]).opt_level == precision.DEFAULT_OPT_LEVEL == "O1"
-    assert recipes.LaunchRequest(mode="full", data="d").opt_level == precision.DEFAULT_OPT_LEVEL
+    assert command.LaunchRequest(mode="full", data="d").opt_level == precision.DEFAULT_OPT_LEVEL
     assert flags.translate(["d", "--use-apex"])[-3:] == ["--amp", "--amp-dtype", "float16"]  # apex O1 mapped
     source = Path(launch_main.__file__).read_text()
     assert "default=precision.DEFAULT_OPT_LEVEL" in source

@@ -13,13 +13,13 @@ import sys
 
 from fairseq_npu import precision
 
-from . import recipes, seeds, summary, training_log
+from . import command, recipes, seeds, summary, training_log
 
 PLAN, ARGS = "plan.json", "fairseq_args"
 
 
 def _plan(opts, extra):
-    req = recipes.LaunchRequest(
+    req = command.LaunchRequest(
         mode=opts.mode, data=os.path.abspath(opts.data), model=opts.model, task=opts.task, device=opts.device,
         world_size=opts.world_size, output_dir=os.path.abspath(opts.output_dir), batch_size=opts.batch_size,
         lr=opts.lr, max_epoch=opts.max_epoch, max_update=opts.max_update, max_tokens=opts.max_tokens,
@@ -27,7 +27,7 @@ def _plan(opts, extra):
         use_apex=opts.use_apex, opt_level=opts.opt_level, precision=opts.precision, preset=opts.preset,
         extra=tuple(extra),
     )
-    args, plan = recipes.build(req)
+    args, plan = command.build(req)
     plan.update(nnodes=opts.nnodes, nproc_per_node=opts.world_size // opts.nnodes)
     os.makedirs(req.output_dir, exist_ok=True)
     with open(os.path.join(req.output_dir, PLAN), "w", encoding="utf-8") as f:

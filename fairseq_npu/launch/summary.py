@@ -18,7 +18,7 @@ def _best(values: List[float], metric: str) -> Optional[float]:
 
 def build(plan: dict, log: training_log.TrainingLog, *, e2e_seconds: float, exit_code: int, log_path: str,
           command: List[str], warmup_updates: Optional[int] = None) -> dict:
-    """Everything a results table needs about one run, from its plan (recipes.build) and its log."""
+    """Everything a results table needs about one run, from its plan (command.build) and its log."""
     summary = dict(plan)
     metric, subset = plan["metric"], plan["valid_subsets"].split(",")[0]
     summary.update(status="ok" if exit_code == 0 else "failed", exit_code=exit_code, log=log_path, command=command,
