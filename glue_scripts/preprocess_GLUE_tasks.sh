@@ -15,9 +15,8 @@ if [[ $# -lt 2 && "${1:-}" != "-h" && "${1:-}" != "--help" ]]; then
   exit 2
 fi
 
-# interpreter: $PYTHON; else an activated virtualenv's; else this repository's .venv (`make install`); else python3
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [[ -z "${PYTHON:-}" && -z "${VIRTUAL_ENV:-}" && -x "$REPO/.venv/bin/python" ]]; then
-  PYTHON="$REPO/.venv/bin/python"
-fi
-exec "${PYTHON:-python3}" -m fairseq_npu.preprocess "$@"
+# shellcheck source=../test/script_env.sh
+source "$REPO/test/script_env.sh"
+choose_python "$REPO"
+exec "$PYTHON" -m fairseq_npu.preprocess "$@"

@@ -8,15 +8,9 @@ set -o pipefail
 TEST_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(dirname "$TEST_DIR")"
 SCRIPT="$(basename "${BASH_SOURCE[1]:-$0}")"
-# the interpreter: $PYTHON if set; else an activated virtualenv's; else this repository's .venv (`make install`)
-# when present, so the scripts work without activating it; else python3 on PATH
-if [[ -z "${PYTHON:-}" ]]; then
-    if [[ -z "${VIRTUAL_ENV:-}" && -x "$REPO/.venv/bin/python" ]]; then
-        PYTHON="$REPO/.venv/bin/python"
-    else
-        PYTHON="$(command -v python3 || command -v python)"
-    fi
-fi
+# shellcheck source=script_env.sh
+source "$TEST_DIR/script_env.sh"
+choose_python "$REPO"
 
 usage() {
     cat <<EOF
@@ -122,7 +116,7 @@ parse_args() {
         [[ "${!n}" =~ ^[0-9]+$ ]] || die "--$(echo "$n" | tr 'A-Z' 'a-z')=${!n}: expected a whole number"
     done
     case "$MODEL" in roberta|albert) ;; *) die "--model=$MODEL: expected roberta or albert" ;; esac
-    case "$DEVICE" in auto|npu|cuda|cpu) ;; *) die "--device=$DEVICE: expected npu, cuda or cpu" ;; esac
+    check_device_name "$SCRIPT" "$DEVICE"
 }
 
 choose_device() {

@@ -11,13 +11,9 @@
 set -o pipefail
 TEST_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(dirname "$TEST_DIR")"
-if [[ -z "${PYTHON:-}" ]]; then
-    if [[ -z "${VIRTUAL_ENV:-}" && -x "$REPO/.venv/bin/python" ]]; then
-        PYTHON="$REPO/.venv/bin/python"
-    else
-        PYTHON="$(command -v python3 || command -v python)"
-    fi
-fi
+# shellcheck source=script_env.sh
+source "$TEST_DIR/script_env.sh"
+choose_python "$REPO"
 
 DEVICE="${FAIRSEQ_NPU_DEVICE:-auto}"
 ARGS=()
@@ -27,10 +23,7 @@ for arg in "$@"; do
         *) ARGS+=("$arg") ;;
     esac
 done
-case "$DEVICE" in
-    auto|npu|cuda|cpu) ;;
-    *) echo "npu_smoke.sh: error: --device must be npu, cuda, cpu or auto, got '$DEVICE'" >&2; exit 2 ;;
-esac
+check_device_name npu_smoke.sh "$DEVICE"
 if [[ "$DEVICE" == npu || "$DEVICE" == auto ]]; then
     # shellcheck source=env_npu.sh
     source "$TEST_DIR/env_npu.sh"
