@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from fairseq_npu.launch.recipes import FP16_ARGS
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 WORK = REPO / "work_dirs" / "benchmarks"
@@ -37,8 +39,8 @@ BASE_SIZES = {
     "albert": dict(layers=12, dim=768, ffn=3072, heads=12, embedding_dim=128),
 }
 
-# the recipe's fp16 settings (README.glue.md): stock fairseq's best on a GPU
-FP16_FLAGS = ["--fp16", "--fp16-init-scale", "4", "--threshold-loss-scale", "1", "--fp16-scale-window", "128"]
+# the recipe's fp16 settings (README.glue.md): stock fairseq's best on a GPU, as the launch scripts pass them
+FP16_FLAGS = FP16_ARGS
 
 
 # smaller still for the accuracy curves, so that each from-scratch run fits in a few minutes on 2 shared cores

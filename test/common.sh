@@ -18,7 +18,8 @@ usage: bash test/$SCRIPT --data_path=DIR [options] [-- extra fairseq args]
 
   --data_path=DIR        preprocessed GLUE task (TASK-bin with input0/ [input1/] label/)
   --model=roberta|albert (default roberta)
-  --task=NAME            GLUE task: MNLI QNLI QQP RTE SST-2 MRPC CoLA STS-B (default SST-2)
+  --task=NAME            a GLUE task with a published recipe, sst2 or SST-2 alike (default SST-2; the tasks:
+                         fairseq_npu/glue_tasks.py, their recipes: fairseq_npu/launch/recipes.py)
   --device=npu|cuda|cpu  (default: npu if present, else cuda, else cpu)
   --nproc=N              processes on this node, one per device (default $NPROC_DEFAULT)
   --output_dir=DIR       log, checkpoints, summary.json (default test/output/MODEL_TASK_MODE_Np)

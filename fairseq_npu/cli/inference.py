@@ -17,6 +17,8 @@ from typing import Dict, Iterator, Optional, Tuple
 import numpy as np
 import torch
 
+from fairseq_npu import glue_tasks
+
 logger = logging.getLogger("fairseq_npu.cli")
 
 
@@ -25,7 +27,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--path", required=True, help="checkpoint to load (checkpoint_best.pt, ...)")
     parser.add_argument("--split", default=None, help="split to run on (evaluate: valid, predict: test)")
     parser.add_argument("--glue-task", default=None,
-                        help="GLUE task (CoLA, SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE, WNLI, AX); "
+                        help=f"GLUE task ({', '.join(glue_tasks.GLUE_TASKS)}); "
                              "default: inferred from the data directory name")
     parser.add_argument("--batch-size", type=int, default=64, help="sentences per batch (default: 64)")
     parser.add_argument("--max-tokens", type=int, default=None, help="padded tokens per batch (default: no limit)")
@@ -91,7 +93,7 @@ class Predictor:
         import fairseq_npu  # noqa: F401  (registers tasks/models and installs the device hooks)
         from fairseq import checkpoint_utils
 
-        from fairseq_npu import device, glue_tasks, precision
+        from fairseq_npu import device, precision
 
         if not os.path.isfile(args.path):
             raise FileNotFoundError(f"--path: no checkpoint at {args.path}")

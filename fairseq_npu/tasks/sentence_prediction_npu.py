@@ -80,8 +80,8 @@ class SentencePredictionNpuConfig(SentencePredictionConfig):
     )
     glue_task: Optional[str] = field(
         default=None,
-        metadata={"help": "GLUE task whose official metric is logged as 'glue' (CoLA, SST-2, MRPC, STS-B, QQP, "
-                          "MNLI, QNLI, RTE, WNLI, AX); default: inferred from the data directory name"},
+        metadata={"help": f"GLUE task whose official metric is logged as 'glue' ({', '.join(glue_tasks.GLUE_TASKS)}); "
+                          "default: inferred from the data directory name"},
     )
     sdpa_attention: bool = field(
         default=False,
