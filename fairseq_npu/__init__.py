@@ -1,7 +1,8 @@
 """fairseq_npu: a fairseq --user-dir plugin to fine-tune RoBERTa and ALBERT on GLUE on NPU, CUDA and CPU.
 
 Importing the package (fairseq does it for ``--user-dir fairseq_npu``, in every worker) installs the device
-hooks once and registers the plugin's models, tasks, criterions and optimizers with fairseq's registries.
+hooks once and registers the plugin's models, tasks and optimizers with fairseq's registries (its criterion is
+stock ``sentence_prediction``).
 With ``FAIRSEQ_NPU_PLUGIN=off`` (what the launch helpers run under) and fairseq not yet imported, it does neither:
 only the modules that need no fairseq (``launch``, ``glue_tasks``, ``precision``, ``argv``) can be used then.
 """
@@ -33,4 +34,4 @@ if _plugin_wanted():
     quiet_logs.install()  # before fairseq composes its config: the Hydra deprecation warnings come from there
     hooks.install()
 
-    from fairseq_npu import criterions, models, optim, tasks  # noqa: E402,F401  (each registers its modules)
+    from fairseq_npu import models, optim, tasks  # noqa: E402,F401  (each registers its modules)

@@ -1,9 +1,9 @@
 """Hooks on fairseq's tasks: ``sentence_prediction`` (and so ``sentence_prediction_npu``, its subclass) checks
-``--num-classes`` against its label dictionary (fairseq_npu/tasks/num_classes_check.py) and each dict.txt it opens
-(fairseq_npu/tasks/data_dir_check.py)."""
+``--num-classes`` against its label dictionary (fairseq_npu/data_checks/num_classes.py) and each dict.txt it opens
+(fairseq_npu/data_checks/data_dir.py)."""
 
-from fairseq_npu.tasks.data_dir_check import check_dictionary_file
-from fairseq_npu.tasks.num_classes_check import check_num_classes
+from fairseq_npu.data_checks.data_dir import check_dictionary_file
+from fairseq_npu.data_checks.num_classes import check_num_classes
 
 
 def sentence_prediction_init(original):

@@ -32,9 +32,9 @@ from omegaconf import II
 
 from fairseq_npu import glue_tasks, precision
 from fairseq_npu.data import BucketPadDataset, LengthGroupedDataset, PadBuckets
+from fairseq_npu.data_checks.data_dir import check_data_dir
 from fairseq_npu.metrics import glue as glue_metrics
 from fairseq_npu.models.sdpa_self_attention import use_sdpa_attention
-from fairseq_npu.tasks.data_dir_check import check_data_dir
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,0 @@
-"""fairseq_npu's criterions: importing this package imports (and so registers) every module in it."""
-
-from fairseq_npu.registry_imports import import_all_modules
-
-import_all_modules(__name__, __path__)
