@@ -11,26 +11,17 @@ from fairseq.logging import metrics
 from fairseq.optim.fp16_optimizer import FP16Optimizer
 from fairseq_npu import device
 from fairseq_npu.amp import apex_amp, flags
-from test_amp import make_cfg, make_trainer, one_shot_inf, snapshot, write_tiny_glue
+# test_amp's fixtures serve here too: tiny_glue (this module gets its own copy) and, autouse, cpu_backend
+from test_amp import cpu_backend, make_cfg, make_trainer, one_shot_inf, snapshot, tiny_glue  # noqa: F401
 
 STAND_IN = Path(__file__).resolve().parent / "apex_stand_in"
 TINY = ("--dropout", "0", "--attention-dropout", "0", "--lr", "1e-2")
 
 
-@pytest.fixture(scope="module")
-def tiny_glue(tmp_path_factory):
-    return write_tiny_glue(tmp_path_factory.mktemp("tiny_glue_apex"))
-
-
 @pytest.fixture(autouse=True)
-def cpu_backend(monkeypatch):
-    monkeypatch.delenv(device.ENV_VAR, raising=False)
-    monkeypatch.setenv(flags.AMP_DTYPE_ENV, "auto")
+def apex_not_driven(monkeypatch):
     # set by the parser; "" (not driven) is recorded by monkeypatch, so it is removed again after each test
     monkeypatch.setenv(apex_amp.APEX_ENV, "")
-    device.reset()
-    yield
-    device.reset()
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ def test_roberta_directory_converts_for_fairseqs_own_hub_interface(tmp_path, sha
 
 def test_missing_config_is_a_one_line_error(tmp_path, capsys):
     (tmp_path / "src").mkdir()
-    assert cli_main([str(tmp_path / "src"), str(tmp_path / "out")]) == 1
+    assert cli_main([str(tmp_path / "src"), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"fairseq-npu-convert: error: {tmp_path / 'src' / 'config.json'}: not found (a Hugging Face model directory has config.json)"
     assert not (tmp_path / "out").exists()
@@ -56,7 +56,7 @@ def test_existing_output_is_kept_unless_overwrite(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "model.pt").write_bytes(b"earlier run")
-    assert cli_main([str(tmp_path / "hf"), str(out)]) == 1
+    assert cli_main([str(tmp_path / "hf"), str(out)]) == 2
     assert "model.pt exists; pass --overwrite to replace it" in capsys.readouterr().err
     assert (out / "model.pt").read_bytes() == b"earlier run"
     assert cli_main([str(tmp_path / "hf"), str(out), "--overwrite"]) == 0
@@ -76,7 +76,7 @@ def test_bad_tensor_reported_by_the_cli(tmp_path, capsys):
     (tmp_path / "lp").mkdir()
     torch.save(state, tmp_path / "lp" / "pytorch_model.bin")
     config.to_json_file(tmp_path / "lp" / "config.json")
-    assert cli_main([str(tmp_path / "lp"), str(tmp_path / "out")]) == 1
+    assert cli_main([str(tmp_path / "lp"), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "tensor 'encoder.embedding_hidden_mapping_in.weight' has shape [16, 9], expected [16, 8]" in err
     assert not (tmp_path / "out" / "model.pt").exists()

@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 from fairseq_npu import albert_vocab
-from fairseq_npu.quiet_logs import quiet_cli_logging
 
 from . import albert, roberta
 from .checkpoint import checkpoint_state, fairseq_cfg, write_directory
+from .command_line import converter_command
 from .errors import ConversionError
 from .source import read_directory
 
@@ -91,15 +91,10 @@ def get_parser():
     return p
 
 
-def cli_main(argv=None):
-    quiet_cli_logging()
-    args = get_parser().parse_args(argv)
-    try:
-        path, arch, options, notes = convert(args.src, args.dest, args.model, args.head_name,
-                                             args.sentencepiece_model, args.dict_file, args.overwrite)
-    except (ConversionError, albert_vocab.AlbertVocabError, FileExistsError) as err:
-        print(f"fairseq-npu-convert: error: {err}", file=sys.stderr)
-        return 1
+@converter_command("fairseq-npu-convert", get_parser)
+def cli_main(args):
+    path, arch, options, notes = convert(args.src, args.dest, args.model, args.head_name, args.sentencepiece_model,
+                                         args.dict_file, args.overwrite)
     print(f"wrote {path} (arch {arch})")
     for note in notes:
         print(f"  {note}")

@@ -24,9 +24,9 @@ from typing import Dict, List, Optional
 import torch
 
 from fairseq_npu import albert_vocab
-from fairseq_npu.quiet_logs import quiet_cli_logging
 
 from . import albert, hf_tokenizer, roberta
+from .command_line import converter_command
 from .errors import ConversionError
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,18 @@ def hf_activation(table: Dict[str, str], fairseq_name: str, option: str, source:
             return hf_name
     raise ConversionError(f"{source}: --{option.replace('_', '-')} {fairseq_name} has no Hugging Face equivalent "
                           f"(supported: {', '.join(sorted(set(table.values())))})")
+
+
+def _encoder_config(a, activations: Dict[str, str], source: str) -> dict:
+    """The Hugging Face config keys that RoBERTa and ALBERT both read from a fairseq encoder's options."""
+    return dict(
+        num_hidden_layers=a.encoder_layers,
+        num_attention_heads=a.encoder_attention_heads,
+        intermediate_size=a.encoder_ffn_embed_dim,
+        hidden_act=hf_activation(activations, a.activation_fn, "activation_fn", source),
+        hidden_dropout_prob=a.dropout,
+        attention_probs_dropout_prob=a.attention_dropout,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -213,12 +225,7 @@ def roberta_to_hf(ckpt: FairseqCheckpoint, head: Optional[str], notes: List[str]
     config = dict(
         vocab_size=weights[words_key].size(0),
         hidden_size=hidden,
-        num_hidden_layers=a.encoder_layers,
-        num_attention_heads=a.encoder_attention_heads,
-        intermediate_size=a.encoder_ffn_embed_dim,
-        hidden_act=hf_activation(roberta.HF_ACTIVATIONS, a.activation_fn, "activation_fn", source),
-        hidden_dropout_prob=a.dropout,
-        attention_probs_dropout_prob=a.attention_dropout,
+        **_encoder_config(a, roberta.HF_ACTIVATIONS, source),
         classifier_dropout=a.pooler_dropout,
         max_position_embeddings=weights["encoder.sentence_encoder.embed_positions.weight"].size(0),
         type_vocab_size=1,
@@ -258,14 +265,9 @@ def albert_to_hf(ckpt: FairseqCheckpoint, head: Optional[str], notes: List[str])
         vocab_size=vocab,
         embedding_size=a.embedding_dim,
         hidden_size=a.encoder_embed_dim,
-        num_hidden_layers=a.encoder_layers,
+        **_encoder_config(a, albert.HF_ACTIVATIONS, source),
         num_hidden_groups=a.num_hidden_groups,
         inner_group_num=a.inner_group_num,
-        num_attention_heads=a.encoder_attention_heads,
-        intermediate_size=a.encoder_ffn_embed_dim,
-        hidden_act=hf_activation(albert.HF_ACTIVATIONS, a.activation_fn, "activation_fn", source),
-        hidden_dropout_prob=a.dropout,
-        attention_probs_dropout_prob=a.attention_dropout,
         classifier_dropout_prob=a.pooler_dropout,
         max_position_embeddings=a.max_positions,
         type_vocab_size=a.type_vocab_size,
@@ -424,21 +426,15 @@ def get_parser():
     return p
 
 
-def cli_main(argv=None):
-    quiet_cli_logging()
-    args = get_parser().parse_args(argv)
+@converter_command("fairseq-npu-export", get_parser)
+def cli_main(args):
     try:
         import transformers
     except ImportError:
-        print("fairseq-npu-export: error: needs transformers (pip install 'fairseq_npu[convert]')", file=sys.stderr)
-        return 2
+        raise ConversionError("needs transformers (pip install 'fairseq_npu[convert]')") from None
     transformers.utils.logging.disable_progress_bar()  # save_pretrained's "Writing model shards" bar
-    try:
-        class_name, notes = export(args.checkpoint, args.dest, args.head_name, args.masked_lm, args.label_dict,
-                                   args.dict_file, args.gpt2_bpe_dir, args.sentencepiece_model, args.overwrite)
-    except (ConversionError, albert_vocab.AlbertVocabError, FileExistsError) as err:
-        print(f"fairseq-npu-export: error: {err}", file=sys.stderr)
-        return 2
+    class_name, notes = export(args.checkpoint, args.dest, args.head_name, args.masked_lm, args.label_dict,
+                               args.dict_file, args.gpt2_bpe_dir, args.sentencepiece_model, args.overwrite)
     print(f"wrote {Path(args.dest) / WEIGHTS_FILE} ({class_name})")
     for note in notes:
         print(f"  {note}")
