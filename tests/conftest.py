@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: the real GLUE data beside the project, and the torch_npu stand-in."""
+"""Shared pytest fixtures: the real GLUE data beside the project, a fresh device choice, and the torch_npu stand-in."""
 
 import os
 import sys
@@ -18,6 +18,18 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "glue").is_dir():
         pytest.skip(f"real GLUE data not found at {SHARED_DATA} (set FAIRSEQ_NPU_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def fresh_device(monkeypatch):
+    """No device chosen yet and none asked for in the environment; chosen afresh after the test. Yields
+    fairseq_npu.device (modules that want it for every test: ``pytestmark = pytest.mark.usefixtures(...)``)."""
+    from fairseq_npu import device
+
+    monkeypatch.delenv(device.ENV_VAR, raising=False)
+    device.reset()
+    yield device
+    device.reset()
 
 
 @pytest.fixture

@@ -13,18 +13,9 @@ import torch
 from glue_tiny_data import make_glue_dir, tiny_roberta_args
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+              pytest.mark.usefixtures("fresh_device")]  # fresh_device: tests/conftest.py
 HUGE_SCALE = str(2**30)  # any fp16 loss times this overflows: the first steps must be skipped, not applied
-
-
-@pytest.fixture(autouse=True)
-def fresh_device(monkeypatch):
-    from fairseq_npu import device
-
-    monkeypatch.delenv(device.ENV_VAR, raising=False)
-    device.reset()
-    yield device
-    device.reset()
 
 
 @pytest.fixture(scope="module")

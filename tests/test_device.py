@@ -5,13 +5,7 @@ import torch
 
 from fairseq_npu import device
 
-
-@pytest.fixture(autouse=True)
-def fresh_selection(monkeypatch):
-    monkeypatch.delenv(device.ENV_VAR, raising=False)
-    device.reset()
-    yield
-    device.reset()
+pytestmark = pytest.mark.usefixtures("fresh_device")  # tests/conftest.py
 
 
 def test_auto_picks_cpu_without_accelerators(capsys):

@@ -17,13 +17,7 @@ SHAPES = [(64, 32), (32,), (128, 64), (7,), (3, 5, 4)]
 STEPS = 100
 TOL = 1e-6
 
-
-@pytest.fixture(autouse=True)
-def cpu_backend(monkeypatch):
-    monkeypatch.delenv(device.ENV_VAR, raising=False)
-    device.reset()
-    yield
-    device.reset()
+pytestmark = pytest.mark.usefixtures("fresh_device")  # tests/conftest.py
 
 
 def adam_cfg(name, weight_decay, **extra):

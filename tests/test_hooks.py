@@ -30,13 +30,7 @@ def make_cfg(*extra):
     )
     return convert_namespace_to_omegaconf(args)
 
-
-@pytest.fixture(autouse=True)
-def fresh_device(monkeypatch):
-    monkeypatch.delenv(device.ENV_VAR, raising=False)
-    device.reset()
-    yield
-    device.reset()
+pytestmark = pytest.mark.usefixtures("fresh_device")  # tests/conftest.py
 
 
 def test_every_listed_hook_is_installed():
