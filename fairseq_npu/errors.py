@@ -14,6 +14,11 @@ class UsageError(ValueError):
     """Bad input: a flag, a file or a checkpoint the user must fix. The message is one line."""
 
 
+class TrainingDiverged(UsageError):
+    """Training stopped because every update was being skipped (non-finite gradients or loss): the recipe (learning
+    rate, precision) must change. Reported like a UsageError: one line, exit code 2."""
+
+
 def _prog() -> str:
     """The command's name as argparse prints it; ``python -m fairseq_cli.train`` reads as fairseq-train."""
     path = sys.argv[0] if sys.argv and sys.argv[0] else "fairseq"

@@ -25,6 +25,9 @@ these variables. They are set by the flags named; setting them by hand does the 
 ``FAIRSEQ_NPU_APEX`` = "<opt level> <loss scale>", e.g. ``O2 128.0``
     Set when ``--use-apex`` runs with apex installed: apex.amp drives this run (``fairseq_npu.amp.apex_amp``);
     unset otherwise. The opt level defaults to :data:`DEFAULT_OPT_LEVEL`.
+``FAIRSEQ_NPU_UPDATE_MODE`` = stock | device | graph
+    Who runs an update (``fairseq_npu.update.mode``); set by ``--update-mode``. stock: fairseq's train_step;
+    device: the update object, no host sync; graph: the same, captured per batch shape in a CUDA graph on cuda.
 ``FAIRSEQ_NPU_CPU_MALLOC`` = auto | keep | system
     A user setting, read at start-up: glibc's allocator tuning for large CPU parameters
     (``fairseq_npu.cpu_allocator``).
@@ -63,13 +66,15 @@ class Precision:
 
         return getattr(torch, self.weights)
 
-    def autocast(self):
-        """Context manager for the forward pass: torch.autocast on the device, or nothing."""
+    def autocast(self, cache_enabled: bool = True):
+        """Context manager for the forward pass: torch.autocast on the device, or nothing. Training, validation,
+        evaluate and predict all enter it; ``cache_enabled=False`` while a CUDA graph is captured."""
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         import torch
 
-        return torch.autocast(device_type=self.device_type, dtype=getattr(torch, self.autocast_dtype))
+        return torch.autocast(device_type=self.device_type, dtype=getattr(torch, self.autocast_dtype),
+                              cache_enabled=cache_enabled)
 
 
 def amp_dtype(backend, requested: Optional[str] = None) -> str:

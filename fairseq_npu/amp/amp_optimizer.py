@@ -26,6 +26,7 @@ from fairseq.logging import metrics
 from fairseq.optim.amp_optimizer import AMPOptimizer
 from fairseq.optim.fairseq_optimizer import FairseqOptimizer
 
+from fairseq_npu import precision
 from fairseq_npu.amp import flags
 from fairseq_npu.amp.grad_scaler import make_grad_scaler, scale_window
 
@@ -38,7 +39,8 @@ class DeviceAMPOptimizer(AMPOptimizer):
     def __init__(self, cfg, params, fp32_optimizer, **kwargs):
         FairseqOptimizer.__init__(self, cfg.optimizer)  # not AMPOptimizer.__init__: it builds a cuda scaler
         self.fp32_optimizer = fp32_optimizer
-        self.fairseq_npu_autocast_dtype = flags.amp_dtype()  # read by fairseq_npu.amp.autocast_for
+        self.precision = precision.policy(cfg.common)  # its autocast is the forward's (fairseq_npu.amp.autocast_for)
+        self.fairseq_npu_autocast_dtype = flags.AMP_DTYPES[self.precision.autocast_dtype]
         self.loss_scaling = self.fairseq_npu_autocast_dtype == torch.float16
         self._grad_scaler = make_grad_scaler(
             init_scale=cfg.common.fp16_init_scale, growth_interval=scale_window(cfg), enabled=self.loss_scaling
@@ -52,6 +54,9 @@ class DeviceAMPOptimizer(AMPOptimizer):
             + (f"dynamic loss scale from {self.scaler.get_scale()}, window {scale_window(cfg)}"
                if self.loss_scaling else "no loss scaling")
         )
+
+    def autocast(self):
+        return self.precision.autocast()
 
     def clip_grad_norm(self, max_norm, aggregate_norm_fn=None):
         """Unscales, clips; on a non-finite norm lowers the scale (or stops at --min-loss-scale)."""

@@ -29,7 +29,12 @@ def autocast_dtype_for(optimizer) -> torch.dtype:
 
 
 def autocast_for(optimizer):
-    """Context manager: autocast on the current device if ``optimizer`` is an AMP optimizer, else nothing."""
+    """Context manager: the optimizer's own autocast (DeviceAMPOptimizer and the device update build it from
+    fairseq_npu.precision, as validation, evaluate and predict do); for another AMP optimizer, autocast on the
+    current device; else nothing."""
+    own = getattr(optimizer, "autocast", None)
+    if callable(own):
+        return own()
     if optimizer is None or not _is_amp_optimizer(optimizer):
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.get().autocast_device_type, dtype=autocast_dtype_for(optimizer))

@@ -106,6 +106,13 @@ def translate(argv: List[str]) -> List[str]:
         elif optimizer != "fused_adamw":
             raise ValueError(f"--use-npu-adam applies to --optimizer adam, got --optimizer {optimizer}")
 
+    # stock's --amp reads its initial scale from --fp16-init-scale and --amp-init-scale is never used as one: a user
+    # who names --amp-init-scale gets that scale (--fp16-init-scale, when given too, wins for --fp16 as in stock)
+    amp_init_scale = flag_value(argv, "--amp-init-scale")
+    if amp_init_scale is not None and not has_flag(argv, "--fp16-init-scale") and has_flag(argv, "--amp"):
+        argv += ["--fp16-init-scale", amp_init_scale]
+        notes.append(f"--amp-init-scale {amp_init_scale}: the --amp loss scale starts at {amp_init_scale}")
+
     loss_scale = flag_value(argv, "--loss-scale")
     # apex.amp runs the ModelZoo recipe itself when it is installed and no precision flag overrides it
     use_apex = has_flag(argv, "--use-apex") and not any(has_flag(argv, f) for f in PRECISION_FLAGS) and apex_available()

@@ -67,7 +67,7 @@ HOOKS: List[Hook] = [
          "adds --device-type {auto,npu,cuda,cpu}",
          "the device must be choosable on the command line, and spawned workers must inherit it"),
     Hook(options, "add_optimization_args", flags.add_optimization_args,
-         "adds --amp-dtype and ModelZoo's --use-apex, --opt-level, --loss-scale, --use-npu-adam",
+         "adds --amp-dtype, --update-mode and ModelZoo's --use-apex, --opt-level, --loss-scale, --use-npu-adam",
          "ModelZoo launch lines pass them; stock cannot choose the --amp dtype"),
     Hook(options, "parse_args_and_arch", flags.parse_args_and_arch,
          "rewrites the ModelZoo flags into fairseq's; --bf16 stops implying --tpu",
@@ -80,8 +80,14 @@ HOOKS: List[Hook] = [
          "every update page-faults its large gradient buffers in again"),
     Hook(Trainer, "_prepare_sample", trainer.prepare_sample, "moves each batch to the trainer's device on npu",
          "stock moves batches only when self.cuda is true"),
-    Hook(Trainer, "train_step", trainer.train_step, "empties the npu cache after the first update",
-         "stock calls torch.cuda.empty_cache only"),
+    Hook(Trainer, "train_step", trainer.train_step,
+         "--update-mode device/graph: the update object runs the update (fairseq_npu/update/); otherwise stock's, "
+         "and the npu cache is emptied after the first update",
+         "stock syncs the host several times per update and cannot be captured in a graph; it calls "
+         "torch.cuda.empty_cache only"),
+    Hook(Trainer, "state_dict", trainer.state_dict,
+         "--update-mode device/graph: the device loss scale and skip count are read into the optimizer's state "
+         "before a checkpoint is written", "the checkpoint would save the loss scale of the last log step"),
     Hook(Trainer, "clip_grad_norm", trainer.clip_grad_norm,
          "the fsdp norm aggregation moves the norm to the trainer's device", "stock calls .cuda() on it"),
     Hook(Trainer, "_build_optimizer", trainer.apex_build_optimizer,

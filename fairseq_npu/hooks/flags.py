@@ -11,6 +11,7 @@ import sys
 from fairseq_npu import device
 from fairseq_npu.amp import flags
 from fairseq_npu.argv import has_flag
+from fairseq_npu.update import mode as update_mode
 
 
 class _DeviceTypeAction(argparse.Action):
@@ -39,6 +40,7 @@ def add_optimization_args(original):
     def add_optimization_args(parser, *args, **kwargs):
         group = original(parser, *args, **kwargs)
         flags.add_args(parser)
+        update_mode.add_args(parser)
         return group
 
     return add_optimization_args

@@ -7,6 +7,7 @@ from omegaconf import open_dict
 from fairseq_npu import cpu_allocator, device
 from fairseq_npu.amp import apex_amp
 from fairseq_npu.amp.overflow import TorchForTrainer
+from fairseq_npu.update import mode as update_mode
 
 
 def init(original):
@@ -44,6 +45,9 @@ def prepare_sample(original):
 
 def train_step(original):
     def train_step(self, samples, raise_oom=False):
+        update = update_mode.for_trainer(self)
+        if update is not None:  # --update-mode device / graph: the update object runs it (fairseq_npu/update/)
+            return update.train_step(samples)
         first = self.get_num_updates() == 0
         result = original(self, samples, raise_oom)
         if first and self.device.type == "npu":
@@ -51,6 +55,21 @@ def train_step(original):
         return result
 
     return train_step
+
+
+def state_dict(original):
+    """Before fairseq reads the optimizer's state for a checkpoint, the update object's device counters (loss
+    scale, skipped steps) go to the objects it reads them from."""
+
+    def state_dict(self):
+        update = update_mode.existing(self)
+        if update is not None:
+            update.read_out()
+            if hasattr(update, "log_report"):
+                update.log_report()
+        return original(self)
+
+    return state_dict
 
 
 def clip_grad_norm(original):

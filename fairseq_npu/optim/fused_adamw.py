@@ -216,9 +216,14 @@ class FairseqFusedAdamW(FairseqOptimizer):
             if decay != 0.0:
                 with torch.no_grad():
                     torch._foreach_add_(params, params, alpha=-decay)
-            group["fairseq_step"] += 1
-            beta2 = group["betas"][1]
-            group["eps"] = group["fairseq_eps"] / math.sqrt(1.0 - beta2 ** group["fairseq_step"])
+            self.advance_step(group)
+
+    @staticmethod
+    def advance_step(group) -> None:
+        """Count a step of ``group`` and set the kernel's eps to fairseq's eps placement for it."""
+        group["fairseq_step"] += 1
+        beta2 = group["betas"][1]
+        group["eps"] = group["fairseq_eps"] / math.sqrt(1.0 - beta2 ** group["fairseq_step"])
 
     def clip_grad_norm(self, max_norm, aggregate_norm_fn=None):
         """fairseq's norm and clipping in multi-tensor ops (fairseq_npu/optim/multi_tensor_grads.py)."""

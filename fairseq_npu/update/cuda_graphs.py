@@ -1,0 +1,238 @@
+"""``--update-mode graph`` on cuda: the whole update captured once per batch shape in a CUDA graph, then replayed.
+
+The pad buckets and full batches of ``sentence_prediction_npu`` give a training run a handful of batch shapes.
+For each shape (every tensor's shape and dtype, and the precision) the first ``WARMUP_UPDATES`` updates run
+eagerly on a side stream (torch's rule before a capture: lazy initialisations, cuBLAS workspaces and the autograd
+engine's streams settle there); the next one is captured with ``torch.cuda.graph``:
+``DeviceUpdate.body`` (zero the gradients in place, forward, backward, unscale, norm, clip, the fused AdamW step
+that skips on ``found_inf``, the loss scale update, the counters), and every later update of that shape copies
+its batch into the graph's input buffers and replays it. The host then does a few copies and one launch per
+update instead of about two thousand.
+
+Memory: one pool for every graph. Graphs replay in data order, not in capture order, which is safe here because
+nothing allocated in the pool outlives a replay: gradients (zeroed in place, never set to None), parameters,
+optimizer moments, the loss scale, the counters and the learning-rate tensors are all allocated before the first
+capture, outside the pool; what the criterion returns for logging is read by the host-side metric updates right
+after the replay, in stream order, before any other graph runs.
+
+Randomness: dropout inside a graph draws from torch's graph-safe Philox state, which replay advances and which
+``torch.manual_seed`` resets; fairseq seeds every update with seed + update number, so a run is reproducible from
+``--seed`` (its dropout masks are not the eager run's).
+
+The kernel's eps is fixed at capture: fairseq's eps placement makes it ``eps / sqrt(1 - beta2 ** step)``, which a
+graph cannot recompute per replay; it is captured at the capture step's value (the two agree to float32 once
+``beta2 ** step`` is negligible, and differ only where sqrt(v) is comparable to eps).
+
+An update runs eagerly, with the same numerics, and the reason is counted (``fallbacks``) when: the device is not
+cuda; the batch is partial or a dummy; its length is not a pad bucket; there are several batches per update
+(``--update-freq > 1``); the shape is still warming up; the graph limit is reached; a capture failed for this shape
+(one warning naming the cause; the run goes on).
+"""
+
+import json
+import logging
+import time
+from collections import Counter
+from typing import Dict, Optional
+
+import torch
+
+from fairseq_npu.update.device_update import DeviceUpdate
+
+logger = logging.getLogger(__name__)
+
+WARMUP_UPDATES = 3  # eager updates of a shape before it is captured
+MAX_GRAPHS = 16  # pad buckets x precisions of one run stay far below this
+# criteria whose sample size is fixed by the batch shape (the graph bakes 1 / sample size in)
+SHAPE_DETERMINED_SAMPLE_SIZE = ("sentence_prediction",)
+
+
+def _tensors(tree, prefix=""):
+    """(path, tensor) pairs of a nested sample, in a fixed order."""
+    if torch.is_tensor(tree):
+        yield prefix, tree
+    elif isinstance(tree, dict):
+        for key in sorted(tree):
+            yield from _tensors(tree[key], f"{prefix}/{key}")
+    elif isinstance(tree, (list, tuple)):
+        for i, item in enumerate(tree):
+            yield from _tensors(item, f"{prefix}/{i}")
+
+
+def _set(tree, path, value):
+    keys = [k for k in path.split("/") if k]
+    for key in keys[:-1]:
+        tree = tree[int(key)] if isinstance(tree, (list, tuple)) else tree[key]
+    last = keys[-1]
+    if isinstance(tree, list):
+        tree[int(last)] = value
+    else:
+        tree[last] = value
+
+
+class _Captured:
+    def __init__(self, graph, static_sample, outputs):
+        self.graph = graph
+        self.static_sample = static_sample  # the graph's input buffers, filled before each replay
+        self.inputs = dict(_tensors(static_sample))
+        self.outputs = outputs  # (logging outputs, sample size, grad norm) as captured
+
+
+class GraphedUpdate:
+    """Replays one captured graph per batch shape; see the module docstring."""
+
+    def __init__(self, update: DeviceUpdate, batch_size: Optional[int], buckets=None, criterion_name: str = ""):
+        self.update = update
+        self.batch_size = batch_size
+        self.bucket_lengths = tuple(getattr(buckets, "buckets", ()) or ())
+        self.graphs: Dict[tuple, _Captured] = {}
+        self.seen = Counter()
+        self.failed: Dict[tuple, str] = {}
+        self.fallbacks = Counter()  # reason -> updates that ran eagerly for it
+        self.updates = 0
+        self.replays = 0
+        self.capture_seconds = 0.0
+        self.pool = None
+        self.side_stream = None
+        self.disabled = None
+        if update.device.type != "cuda":
+            self.disabled = f"device {update.device.type} (CUDA graphs need cuda)"
+        elif criterion_name not in SHAPE_DETERMINED_SAMPLE_SIZE:
+            self.disabled = f"criterion {criterion_name}: its sample size is not fixed by the batch shape"
+        if self.disabled:
+            logger.warning(f"update: --update-mode graph runs eagerly: {self.disabled}")
+        else:
+            update.zero_in_place = True  # gradients keep their addresses from the first update on
+
+    # ---------------------------------------------------------------------------------------------------------
+
+    def key(self, sample) -> tuple:
+        return (tuple((path, tuple(t.shape), t.dtype) for path, t in _tensors(sample)),
+                self.update.precision)
+
+    def fallback_reason(self, samples) -> Optional[str]:
+        if self.disabled:
+            return self.disabled
+        if len(samples) != 1:
+            return "--update-freq > 1"
+        sample = samples[0]
+        if not sample or sample == "DUMMY" or "net_input" not in sample:
+            return "dummy batch"
+        tokens = sample["net_input"].get("src_tokens")
+        if tokens is None or tokens.dim() != 2:
+            return "no 2-D src_tokens"
+        if self.batch_size and tokens.size(0) != self.batch_size:
+            return "partial batch"
+        if self.bucket_lengths and tokens.size(1) not in self.bucket_lengths:
+            return "length outside the pad buckets"
+        key = self.key(sample)
+        if key in self.failed:
+            return "capture failed for this shape"
+        if key not in self.graphs and len(self.graphs) >= MAX_GRAPHS:
+            return "graph limit reached"
+        return None
+
+    def train_step(self, samples) -> dict:
+        graphs_before = len(self.graphs)
+        result = self._train_step(samples)
+        if len(self.graphs) != graphs_before:
+            self.log_report()
+        return result
+
+    def _train_step(self, samples) -> dict:
+        self.updates += 1
+        reason = self.fallback_reason(samples)
+        if reason is not None:
+            self.fallbacks[reason] += 1
+            return self.update.train_step(samples)
+        key = self.key(samples[0])
+        captured = self.graphs.get(key)
+        if captured is not None:
+            return self.update.train_step(samples, run_body=lambda b, d: self._replay(captured, samples[0]),
+                                          prepare=False)
+        self.seen[key] += 1
+        if self.seen[key] <= WARMUP_UPDATES:
+            self.fallbacks["warm-up"] += 1
+            return self.update.train_step(samples, run_body=self._on_side_stream)
+        return self.update.train_step(samples, run_body=lambda b, d: self._capture(key, b, d, samples[0]))
+
+    # ---------------------------------------------------------------------------------------------------------
+
+    def _on_side_stream(self, batches, dummies):
+        if self.side_stream is None:
+            self.side_stream = torch.cuda.Stream()
+        self.side_stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.side_stream):
+            result = self.update.body(batches, dummies)
+        torch.cuda.current_stream().wait_stream(self.side_stream)
+        return result
+
+    def _capture(self, key, batches, dummies, host_sample):
+        update = self.update
+        static = batches[0]  # already on the device: it becomes the graph's input buffers
+        started = time.perf_counter()
+        graph = torch.cuda.CUDAGraph()
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
+        try:
+            torch.cuda.synchronize()
+            with update.capturing(), torch.cuda.graph(graph, pool=self.pool):
+                outputs = update.body([static], [False])
+            torch.cuda.synchronize()
+        except Exception as err:  # any capture failure: this shape runs eagerly from now on
+            self.failed[key] = f"{type(err).__name__}: {err}"
+            logger.warning(f"update: CUDA graph capture failed for batch shape "
+                           f"{tuple(static['net_input']['src_tokens'].shape)} ({type(err).__name__}: "
+                           f"{str(err).splitlines()[0] if str(err) else ''}); that shape runs eagerly")
+            self.fallbacks["capture failed for this shape"] += 1
+            return update.body(batches, dummies)
+        self.capture_seconds += time.perf_counter() - started
+        captured = self.graphs[key] = _Captured(graph, static, outputs)
+        logger.info(f"update: captured graph {len(self.graphs)} for batch shape "
+                    f"{tuple(static['net_input']['src_tokens'].shape)} in {time.perf_counter() - started:.2f} s")
+        return self._replay(captured, host_sample, copy=False)
+
+    def _replay(self, captured: _Captured, host_sample, copy=True):
+        update = self.update
+        if copy:
+            for path, source in _tensors(host_sample):
+                target = captured.inputs.get(path)
+                if target is not None:
+                    target.copy_(source.pin_memory() if source.device.type == "cpu" else source, non_blocking=True)
+        update.before_replay()
+        captured.graph.replay()
+        self.replays += 1
+        logging_outputs, sample_size, grad_norm = captured.outputs
+        # host numbers the criterion and task logged at capture time, recomputed for this batch
+        refreshed = []
+        for output in logging_outputs:
+            output = dict(output)
+            if "ntokens" in output and "ntokens" in host_sample:
+                output["ntokens"] = host_sample["ntokens"]
+            log_padding = getattr(update.trainer.task, "_log_padding", None)
+            if log_padding is not None:
+                log_padding(host_sample, output)
+            refreshed.append(output)
+        return refreshed, sample_size, grad_norm
+
+    # ---------------------------------------------------------------------------------------------------------
+
+    def read_out(self) -> None:
+        self.update.read_out()
+
+    def log_report(self) -> None:
+        """One line the launch layer reads into summary.json (fairseq_npu/launch/training_log.py)."""
+        logger.info(f"update: graph report {json.dumps(self.report(), sort_keys=True)}")
+
+    def report(self) -> dict:
+        """For the training log and summary.json."""
+        return {
+            "captured": bool(self.graphs),
+            "graphs": len(self.graphs),
+            "capture_seconds": round(self.capture_seconds, 3),
+            "updates": self.updates,
+            "replayed": self.replays,
+            "replay_share": round(self.replays / self.updates, 4) if self.updates else 0.0,
+            "fallbacks": dict(self.fallbacks),
+            "disabled": self.disabled,
+        }
