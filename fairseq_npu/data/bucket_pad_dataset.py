@@ -19,6 +19,7 @@ class BucketPadDataset(RightPadDataset):
         if len(samples) == 0:
             return super().collater(samples)
         longest = max(s.size(0) for s in samples)
+        # Copied from fairseq 0.12.3 data/pad_dataset.py PadDataset.collater, with pad_to_length the bucket's
         return data_utils.collate_tokens(
             samples, self.pad_idx, left_pad=False, pad_to_length=self.buckets.padded_length(longest)
         )

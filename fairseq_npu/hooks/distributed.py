@@ -56,7 +56,9 @@ def infer_init_method(original):
             if int(os.environ["WORLD_SIZE"]) == 1:
                 return original(cfg, force_distributed)
             # torchrun on npu/cpu: stock divides by torch.cuda.device_count() and calls torch.cuda.set_device;
-            # the world size comes from torchrun (stock's default of 1 would make every process train alone)
+            # the world size comes from torchrun (stock's default of 1 would make every process train alone).
+            # Copied from fairseq 0.12.3 distributed/utils.py _infer_torch_distributed_launch_init, with device_id
+            # from LOCAL_RANK (else the backend's device count) instead of torch.cuda.device_count()
             cfg.distributed_init_method = "env://"
             cfg.distributed_world_size = int(os.environ["WORLD_SIZE"])
             cfg.distributed_rank = int(os.environ["RANK"])

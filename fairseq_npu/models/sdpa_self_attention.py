@@ -22,6 +22,9 @@ class SdpaSelfAttention(MultiheadAttention):
 
     def forward(self, query, key, value, key_padding_mask=None, incremental_state=None, need_weights=True,
                 static_kv=False, attn_mask=None, before_softmax=False, need_head_weights=False):
+        # Parallel to fairseq 0.12.3 modules/multihead_attention.py MultiheadAttention.forward's test for its
+        # F.multi_head_attention_forward path (onnx_trace, xla, incremental_state, static_kv, jit scripting,
+        # skip_embed_dim_check), plus the cases this one call does not model
         if (need_weights or need_head_weights or before_softmax or incremental_state is not None or static_kv
                 or attn_mask is not None or not self.self_attention or self.bias_k is not None
                 or self.add_zero_attn or self.skip_embed_dim_check or self.onnx_trace
