@@ -62,6 +62,7 @@ parse_args() {
     USE_APEX=0 OPT_LEVEL="" DEVICE_ID="${ASCEND_DEVICE_ID:-}"
     NNODES=1 NODE_RANK=0 MASTER_ADDR_ARG="" MASTER_PORT_ARG=""
     EXTRA=()
+    declare -gA GIVEN=()  # variable -> the flag as the user spelled it, for the error lines
     while [ $# -gt 0 ]; do
         local arg="$1" name value
         case "$arg" in
@@ -87,6 +88,9 @@ parse_args() {
                 ;;
             *) EXTRA+=("$arg"); shift; continue ;;
         esac
+        local key="${name#--}"
+        key="${key//-/_}"
+        GIVEN["${key^^}"]="$name"
         case "${name//_/-}" in
             --data-path) DATA_PATH="$value" ;;
             --model) MODEL="$value" ;;
@@ -112,12 +116,42 @@ parse_args() {
         esac
     done
     [ -n "$DATA_PATH" ] || die "--data_path=DIR is required (see --help)"
-    local n
-    for n in NNODES NODE_RANK ${NPROC:+NPROC} ${DEVICE_ID:+DEVICE_ID}; do
-        [[ "${!n}" =~ ^[0-9]+$ ]] || die "--$(echo "$n" | tr 'A-Z' 'a-z')=${!n}: expected a whole number"
-    done
+    check_numbers
     case "$MODEL" in roberta|albert) ;; *) die "--model=$MODEL: expected roberta or albert" ;; esac
     check_device_name "$SCRIPT" "$DEVICE"
+}
+
+# every number a user gives is checked here, before anything runs, and is then used as given: an impossible value
+# (zero or negative sizes, epochs, updates, processes, learning rate) is one line naming the flag as it was typed
+flag_of() { echo "${GIVEN[$1]:---$(echo "$1" | tr 'A-Z_' 'a-z_')}"; }
+check_numbers() {
+    local n
+    for n in NPROC NNODES BATCH_SIZE MAX_EPOCH MAX_UPDATE MAX_TOKENS NUM_CLASSES; do
+        [ -n "${!n}" ] || continue
+        [[ "${!n}" =~ ^[0-9]+$ ]] && (( 10#${!n} >= 1 )) \
+            || die "$(flag_of "$n")=${!n}: expected a whole number >= 1"
+    done
+    for n in NODE_RANK DEVICE_ID; do
+        [ -n "${!n}" ] || continue
+        [[ "${!n}" =~ ^[0-9]+$ ]] || die "$(flag_of "$n")=${!n}: expected a whole number >= 0"
+    done
+    (( 10#$NODE_RANK < 10#$NNODES )) || die "$(flag_of NODE_RANK)=$NODE_RANK: expected less than --nnodes=$NNODES"
+    if [ -n "$MASTER_PORT_ARG" ]; then
+        [[ "$MASTER_PORT_ARG" =~ ^[0-9]+$ ]] && (( 10#$MASTER_PORT_ARG >= 1 && 10#$MASTER_PORT_ARG <= 65535 )) \
+            || die "$(flag_of MASTER_PORT)=$MASTER_PORT_ARG: expected a port number, 1 to 65535"
+    fi
+    # a flag this kind of run would not use is refused rather than dropped
+    [ "$MODE" = full ] && [ -n "$MAX_UPDATE" ] && die "$(flag_of MAX_UPDATE)=$MAX_UPDATE: full runs train whole \
+epochs (--max-epoch); to stop after N updates pass fairseq's own flag after --: -- --max-update N"
+    if [ "$MODE" = eval ]; then
+        for n in LR MAX_EPOCH MAX_UPDATE NUM_CLASSES; do
+            [ -z "${!n}" ] || die "$(flag_of "$n")=${!n}: evaluation trains nothing (the checkpoint sets the model)"
+        done
+    fi
+    if [ -n "$LR" ]; then
+        [[ "$LR" =~ ^[+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?$ ]] \
+            && awk -v x="$LR" 'BEGIN { exit !(x + 0 > 0) }' || die "$(flag_of LR)=$LR: expected a number > 0"
+    fi
 }
 
 choose_device() {
@@ -131,7 +165,6 @@ choose_device() {
         # shellcheck source=env_npu.sh
         source "$TEST_DIR/env_npu.sh"
     fi
-    if [ "$asked" -lt 1 ]; then die "--nproc=$asked: at least 1"; fi
     if [ "$asked" -gt "$have" ] && { [ "$DEVICE" != cpu ] || [ -z "$NPROC" ]; }; then
         local what="$DEVICE device(s)"
         [ "$DEVICE" = cpu ] && what="cpu core(s)"
@@ -169,9 +202,10 @@ run_seeds() {
     list="$(launch_helper seeds check --seeds "$SEEDS")" || die "could not use --seeds=$SEEDS (see the message above)"
     for seed in $list; do
         echo "$SCRIPT: seed $seed (of $list), output $OUTPUT_DIR/seed$seed"
-        bash "$TEST_DIR/$SCRIPT" "${LAUNCH_ARGS[@]}" --output_dir="$OUTPUT_DIR/seed$seed" --seed "$seed" \
-            "${FAIRSEQ_TAIL[@]}"
+        run_stoppable bash "$TEST_DIR/$SCRIPT" "${LAUNCH_ARGS[@]}" --output_dir="$OUTPUT_DIR/seed$seed" \
+            --seed "$seed" "${FAIRSEQ_TAIL[@]}"
         rc=$?
+        [ -n "$STOPPED_BY" ] && exit "$rc"
         [ "$rc" = 0 ] || echo "$SCRIPT: seed $seed failed (exit code $rc); going on with the other seeds" >&2
         codes+=("$rc")
     done
@@ -191,11 +225,16 @@ launch() {
     mkdir -p "$OUTPUT_DIR" || die "--output_dir=$OUTPUT_DIR: cannot create it"
     OUTPUT_DIR="$(cd "$OUTPUT_DIR" && pwd)"
     DATA_PATH="$(realpath -m "$DATA_PATH")"
+    lock_output_dir
     [ -n "$SEEDS" ] && run_seeds
+    # evaluation writes its own files: evaluating into a training run's folder keeps that run's record
+    local files=""
+    [ "$MODE" = eval ] && files="eval_"
+    rm -f "$OUTPUT_DIR/${files}summary.json"  # an earlier run's: the plan writes this run's (status running)
 
     local plan=(plan --mode "$MODE" --data "$DATA_PATH" --model "$MODEL" --task "$TASK" --device "$DEVICE"
                 --world-size "$WORLD_SIZE_TOTAL" --nnodes "$NNODES" --output-dir "$OUTPUT_DIR"
-                --precision "$PRECISION")
+                --precision "$PRECISION" --files-prefix "$files")
     [ -n "$PRESET" ] && plan+=(--preset "$PRESET")
     [ -n "$OPT_LEVEL" ] && plan+=(--opt-level "$OPT_LEVEL")
     [ -n "$RESTORE_FILE" ] && plan+=(--restore-file "$(realpath -m "$RESTORE_FILE")")
@@ -213,7 +252,7 @@ launch() {
     launch_helper "${plan[@]}" -- "${extra[@]}" || die "could not plan the run (see the message above)"
 
     local fairseq_args=()
-    mapfile -d '' -t fairseq_args < "$OUTPUT_DIR/fairseq_args"
+    mapfile -d '' -t fairseq_args < "$OUTPUT_DIR/${files}fairseq_args"
     local entry=(-m fairseq_cli.train) log="$OUTPUT_DIR/train.log"
     if [ "$MODE" = eval ]; then
         entry=(-m fairseq_npu.cli.evaluate)
@@ -228,26 +267,72 @@ launch() {
         else
             cmd+=(--standalone)  # one node: torchrun picks a free port
         fi
+        # each worker is tied to the torchrun agent: an agent that dies takes its workers (tied.py)
+        cmd+=("$TIED" "$PYTHON" -u)
     fi
     cmd+=("${entry[@]}" "${fairseq_args[@]}")
 
-    printf '%q ' "${cmd[@]}" > "$OUTPUT_DIR/command.sh"
-    echo >> "$OUTPUT_DIR/command.sh"
+    printf '%q ' "${cmd[@]}" > "$OUTPUT_DIR/${files}command.sh"
+    echo >> "$OUTPUT_DIR/${files}command.sh"
     echo "$SCRIPT: $DEVICE x $WORLD_SIZE_TOTAL ($NNODES node(s)), log $log"
     local start end rc
     start="$(date +%s.%N)"
-    "${cmd[@]}" 2>&1 | tee "$log"
-    rc="${PIPESTATUS[0]}"
+    local log_fd tee_pid
+    exec {log_fd}> >(trap '' INT TERM HUP; exec tee "$log")  # tee ignores the signals: it ends at the log's end
+    tee_pid=$!
+    run_stoppable "${cmd[@]}" >&"$log_fd" 2>&1
+    rc=$?
+    exec {log_fd}>&-
+    wait "$tee_pid"  # the log is complete before it is read
     end="$(date +%s.%N)"
 
-    local e2e
+    local e2e summarize
     e2e="$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", b - a }')"
-    if [ "$rc" != 0 ]; then
-        launch_helper summarize --output-dir "$OUTPUT_DIR" --log "$log" --e2e-seconds "$e2e" --exit-code "$rc" \
-            > /dev/null
-        echo "$SCRIPT: the run failed (exit code $rc); full log: $log" >&2
-        exit "$rc"
+    summarize=(summarize --mode "$MODE" --files-prefix "$files" --output-dir "$OUTPUT_DIR" --log "$log"
+               --e2e-seconds "$e2e" --exit-code "$rc" --prog "$SCRIPT")
+    [ -n "$STOPPED_BY" ] && summarize+=(--signal "$STOPPED_BY")
+    # the summary step exits 1 (after writing summary.json and one error line) when the run failed or was stopped
+    launch_helper "${summarize[@]}" || { [ "$rc" != 0 ] && exit "$rc"; exit 1; }
+}
+
+# one run per output folder: OUTPUT_DIR/.lock stays locked while this script or anything it started lives
+lock_output_dir() {
+    exec {LOCK_FD}>>"$OUTPUT_DIR/.lock" || die "--output_dir=$OUTPUT_DIR: cannot write a lock file there"
+    local busy="another run is using this folder; wait for it to end or pass another --output_dir"
+    "$PYTHON" -c 'import fcntl, sys; fcntl.flock(int(sys.argv[1]), fcntl.LOCK_EX | fcntl.LOCK_NB)' "$LOCK_FD" \
+        2>/dev/null || die "--output_dir=$OUTPUT_DIR: $busy"
+}
+
+# run_stoppable CMD...: run CMD in its own process group, tied to this script (fairseq_npu/launch/tied.py: it gets
+# SIGTERM when the script dies, even by SIGKILL), and return its exit code. SIGTERM, SIGINT or SIGHUP to the script
+# are passed to the whole group as SIGTERM; what still runs STOP_GRACE seconds later is killed (SIGKILL), so the
+# script ends within STOP_GRACE + 1 seconds of the signal (plus its summary), with 128 + the signal's number. A
+# child that ends on its own leaves nothing of its group behind either.
+TIED="$REPO/fairseq_npu/launch/tied.py"
+STOP_GRACE="${STOP_GRACE:-20}"
+STOPPED_BY=""
+run_stoppable() {
+    local pid rc sig deadline
+    setsid "$PYTHON" "$TIED" "$@" &
+    pid=$!
+    for sig in TERM INT HUP; do
+        # shellcheck disable=SC2064
+        trap "STOPPED_BY=SIG$sig; kill -TERM -- -$pid 2>/dev/null" "$sig"
+    done
+    wait "$pid"
+    rc=$?
+    if [ -n "$STOPPED_BY" ]; then  # the signal ended the wait: the group has its SIGTERM
+        deadline=$((SECONDS + STOP_GRACE))
+        while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
+        kill -KILL -- "-$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
     fi
-    launch_helper summarize --output-dir "$OUTPUT_DIR" --log "$log" --e2e-seconds "$e2e" --exit-code 0 \
-        || die "could not summarize $log"
+    kill -KILL -- "-$pid" 2>/dev/null  # what the child left running in its group
+    trap - TERM INT HUP
+    case "$STOPPED_BY" in
+        SIGTERM) rc=143 ;;
+        SIGINT) rc=130 ;;
+        SIGHUP) rc=129 ;;
+    esac
+    return "$rc"
 }

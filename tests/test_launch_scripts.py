@@ -151,16 +151,23 @@ def test_full_8p_two_gloo_processes_all_reduce_gradients(data, full_1p_roberta):
 
 
 def test_eval_8p_on_the_best_checkpoint(data, full_1p_roberta):
-    out = data["out"] / "eval_roberta"
-    trained = load_summary(full_1p_roberta[1])
+    """Into the training run's own folder (docs/launch.md's example): evaluation writes its own eval_* files and
+    leaves the training run's record as it was."""
+    out = full_1p_roberta[1]
+    kept = ("summary.json", "plan.json", "command.sh", "fairseq_args", "train.log")
+    before = {name: (out / name).read_bytes() for name in kept}
+    trained = load_summary(out)
     run = run_script("train_eval_8p.sh", f"--data_path={data['roberta']}", "--device=cpu", "--task=SST-2",
-                     "--nproc=1", f"--restore-file={full_1p_roberta[1] / 'checkpoints' / 'checkpoint_best.pt'}",
-                     "--batch-size=16", f"--output_dir={out}")
-    s = load_summary(out)
-    assert (s["mode"], s["samples"], s["device_count"]) == ("eval", 64, 1)
+                     "--nproc=1", "--batch-size=16", f"--output_dir={out}")
+    assert {name: (out / name).read_bytes() for name in kept} == before
+    s = json.loads((out / "eval_summary.json").read_text())
+    assert (s["mode"], s["samples"], s["device_count"], s["status"]) == ("eval", 64, 1, "ok")
+    assert s["checkpoint"] == str(out / "checkpoints" / "checkpoint_best.pt")
     assert s["best_metric"] == trained["best_metric"]  # the checkpoint kept is the best validation
     assert final_lines(run, 2) == summary.final_lines(s) and final_lines(run, 1) == summary.final_lines(trained)[1:]
     assert s["fps"] > 0
+    assert json.loads((out / "eval_plan.json").read_text())["mode"] == "eval"
+    assert "fairseq_npu.cli.evaluate" in (out / "eval_command.sh").read_text()
 
 
 def test_eval_on_two_processes_scores_the_whole_split(data, full_1p_roberta):
@@ -169,7 +176,7 @@ def test_eval_on_two_processes_scores_the_whole_split(data, full_1p_roberta):
     run_script("train_eval_8p.sh", f"--data_path={data['roberta']}", "--device=cpu", "--task=SST-2", "--nproc=2",
                f"--restore-file={full_1p_roberta[1] / 'checkpoints' / 'checkpoint_best.pt'}", "--batch-size=16",
                f"--output_dir={out}")
-    s = load_summary(out)
+    s = json.loads((out / "eval_summary.json").read_text())
     # each rank scored its shard; rank 0 reports the metric of all 64 sentences, as one process does
     assert (s["samples"], s["device_count"], s["best_metric"]) == (64, 2, trained["best_metric"])
 

@@ -111,7 +111,7 @@ def test_launch_script_with_missing_restore_file_fails(data, tmp_path):
     out = tmp_path / "out"
     run = subprocess.run(
         ["bash", str(REPO / "test" / "train_full_1p.sh"), f"--data_path={data}", "--model=roberta", "--device=cpu",
-         "--task=SST-2", "--batch-size=8", "--max-update=1", f"--output_dir={out}", f"--restore-file={missing}",
+         "--task=SST-2", "--batch-size=8", "--max-epoch=1", f"--output_dir={out}", f"--restore-file={missing}",
          "--encoder-layers", "1", "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
          "--encoder-attention-heads", "2", "--max-positions", "64", "--num-workers", "0"],
         capture_output=True, text=True, timeout=300, cwd=REPO, env=dict(os.environ, PYTHON=sys.executable))

@@ -134,14 +134,15 @@ def build(req: LaunchRequest) -> Tuple[List[str], dict]:
     bf16 = fast and precision.native_bf16(req.device)  # asked of torch on this machine
     train_size = check_data(req.data, task, req.mode)
     extra = list(req.extra)
-    batch_size = req.batch_size or recipe.batch_size
+    # the recipe fills in only what the user left out: a value given (checked by test/common.sh) is used as given
+    batch_size = req.batch_size if req.batch_size is not None else recipe.batch_size
     update_freq = int(flag_value(extra, "--update-freq") or 1)
-    num_classes = req.num_classes or task.num_classes
+    num_classes = req.num_classes if req.num_classes is not None else task.num_classes
     metric = LOGGED_METRIC
     max_positions = int(flag_value(extra, "--max-positions") or 512)
     data_args = fast_settings(req.device, max_positions, batch_size, train_size) if fast and req.mode != "eval" else []
-    max_tokens = req.max_tokens or 4400
-    if "--static-batch" in data_args and not req.max_tokens:  # room for a full batch at the longest padded length
+    max_tokens = req.max_tokens if req.max_tokens is not None else 4400
+    if "--static-batch" in data_args and req.max_tokens is None:  # room for a full batch at the longest padded length
         max_tokens = max(max_tokens, batch_size * max_positions)
     device_args = ["--device-type", req.device] + (["--cpu"] if req.device == "cpu" else [])
     common = [
@@ -174,7 +175,7 @@ def build(req: LaunchRequest) -> Tuple[List[str], dict]:
         # model and task settings come from the checkpoint; under torchrun each rank scores its shard
         args = [
             req.data, "--path", path, "--split", task.valid_subsets, "--glue-task", task.name,
-            "--batch-size", str(batch_size), "--max-tokens", str(req.max_tokens or 4400),
+            "--batch-size", str(batch_size), "--max-tokens", str(max_tokens),
         ] + device_args + precision_args(req, bf16) + extra + ["--json"]
         plan.update(checkpoint=path, per_device_batch_size=batch_size, update_freq=1,
                     global_batch_size=batch_size * req.world_size)
@@ -196,7 +197,8 @@ def build(req: LaunchRequest) -> Tuple[List[str], dict]:
             args += ["--max-update", str(sched.total_updates), "--no-epoch-checkpoints",
                      "--valid-subset", task.valid_subsets] + best
         else:
-            args += ["--max-update", str(req.max_update or PERFORMANCE_UPDATES), "--disable-validation", "--no-save"]
+            updates = PERFORMANCE_UPDATES if req.max_update is None else req.max_update
+            args += ["--max-update", str(updates), "--disable-validation", "--no-save"]
         # the scripts read the json log and own the checkpoint folder: these come last so they win
         args += extra + ["--log-format", "json", "--save-dir", os.path.join(req.output_dir, "checkpoints")]
         update_freq = int(flag_value(args, "--update-freq") or 1)

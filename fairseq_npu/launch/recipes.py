@@ -157,18 +157,19 @@ def updates_per_epoch(train_size: int, batch_size: int, world_size: int, update_
 def schedule(task: GlueTask, recipe: Recipe, *, batch_size: int, world_size: int = 1, update_freq: int = 1,
              train_size: Optional[int] = None, max_epoch: Optional[int] = None) -> Schedule:
     """The recipe's schedule for this run: same epochs and warm-up fraction at any global batch size."""
-    train_size = train_size or task.train_size
+    train_size = task.train_size if train_size is None else train_size
     published_epochs = recipe.total_updates * recipe.batch_size / task.train_size
-    epochs = float(max_epoch) if max_epoch else published_epochs
+    epochs = published_epochs if max_epoch is None else float(max_epoch)
     per_epoch = updates_per_epoch(train_size, batch_size, world_size, update_freq)
     published = (
         batch_size * world_size * update_freq == recipe.batch_size
         and train_size == task.train_size
-        and not max_epoch
+        and max_epoch is None
     )
     if published:
         total, warmup = recipe.total_updates, recipe.warmup_updates
     else:
         total = max(1, round(epochs * per_epoch))
         warmup = max(1, round(total * recipe.warmup_updates / recipe.total_updates))
-    return Schedule(total, warmup, max_epoch or math.ceil(epochs - 1e-9), epochs, per_epoch, published)
+    last_epoch = math.ceil(epochs - 1e-9) if max_epoch is None else max_epoch
+    return Schedule(total, warmup, last_epoch, epochs, per_epoch, published)

@@ -1,6 +1,13 @@
-"""summary.json of a launch-script run, and the lines the scripts print last (``ActualFPS:``, ``Accuracy:``)."""
+"""summary.json of a launch-script run, and the lines the scripts print last (``ActualFPS:``, ``Accuracy:``).
+
+``status`` is ``running`` from the plan until the run ends, then ``ok``, ``failed`` (with a ``reason``) or
+``interrupted`` (the launch script was stopped by a signal). A run whose command exited 0 is still ``failed`` when
+its log does not hold what the run was for: a finite validation loss and a dev metric (full runs), a timed
+training interval (performance runs), the metric of the evaluated split (evaluation).
+"""
 
 import json
+import math
 import os
 import tempfile
 from typing import List, Optional
@@ -16,13 +23,72 @@ def _best(values: List[float], metric: str) -> Optional[float]:
     return min(values) if metric == "loss" else max(values)
 
 
+def _finite(value) -> bool:
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def _whole(value) -> Optional[int]:
+    """A logged count, or None where fairseq logged null (an epoch whose every update was skipped)."""
+    return int(value) if _finite(value) else None
+
+
+def running(plan: dict) -> dict:
+    """The summary written when a run starts: a folder never holds the summary of an earlier run beside its log."""
+    return dict(plan, status="running")
+
+
+def failure_reason(summary: dict, log: training_log.TrainingLog) -> Optional[str]:
+    """Why a run whose command exited 0 did not produce what it was for; None when it did."""
+    mode = summary["mode"]
+    if mode == "eval":
+        if summary.get("final_metric") is None:
+            return f"no {summary['metric_name']} for split {summary['valid_subsets'].split(',')[0]} in the log"
+        return None
+    if mode == "full":
+        subset = summary["valid_subset"]
+        for record in log.valid.get(subset, []):
+            loss = record.get(f"{subset}_loss")
+            if loss is not None and not _finite(loss):
+                epoch = _whole(record.get("epoch"))
+                return (f"{subset}_loss is {loss} at epoch {epoch} (the run diverged; a lower --lr or "
+                        "--precision=fp32 may help)")
+        if summary.get("best_metric") is None:
+            resumed = " (the run resumed from a checkpoint that had finished its schedule)" if log.resumed else ""
+            return f"no {subset}_{summary['metric_name']} in the log{resumed}"
+        return None
+    if not log.intervals:
+        return "no training interval in the log"
+    loss = log.intervals[-1].stats.get("loss")
+    if loss is not None and not _finite(loss):
+        return f"train loss is {loss} at update {log.intervals[-1].num_updates} (the run diverged)"
+    if summary.get("fps") is None:
+        return "no training interval could be timed (train longer or pass a smaller --log-interval)"
+    return None
+
+
 def build(plan: dict, log: training_log.TrainingLog, *, e2e_seconds: float, exit_code: int, log_path: str,
-          command: List[str], warmup_updates: Optional[int] = None) -> dict:
-    """Everything a results table needs about one run, from its plan (command.build) and its log."""
+          command: List[str], warmup_updates: Optional[int] = None, signal_name: Optional[str] = None) -> dict:
+    """Everything a results table needs about one run, from its plan (command.build) and its log.
+
+    ``signal_name``: the launch script was stopped by this signal (status ``interrupted``).
+    """
+    summary = _measure(plan, log, e2e_seconds=e2e_seconds, exit_code=exit_code, log_path=log_path, command=command,
+                       warmup_updates=warmup_updates)
+    if signal_name:
+        summary.update(status="interrupted", reason=f"stopped by {signal_name}")
+    elif exit_code != 0:
+        summary.update(status="failed", reason=f"the command exited with code {exit_code}")
+    else:
+        reason = failure_reason(summary, log)
+        summary.update(status="failed" if reason else "ok", **({"reason": reason} if reason else {}))
+    return summary
+
+
+def _measure(plan: dict, log: training_log.TrainingLog, *, e2e_seconds: float, exit_code: int, log_path: str,
+             command: List[str], warmup_updates: Optional[int]) -> dict:
     summary = dict(plan)
     metric, subset = plan["metric"], plan["valid_subsets"].split(",")[0]
-    summary.update(status="ok" if exit_code == 0 else "failed", exit_code=exit_code, log=log_path, command=command,
-                   e2e_seconds=round(e2e_seconds, 3))
+    summary.update(exit_code=exit_code, log=log_path, command=command, e2e_seconds=round(e2e_seconds, 3))
     if plan["mode"] == "eval":
         record = next((r for r in reversed(log.evals) if r.get("split") == subset), None)
         value = record.get(metric) if record else None
@@ -39,15 +105,13 @@ def build(plan: dict, log: training_log.TrainingLog, *, e2e_seconds: float, exit
     throughput = training_log.fps(log, warmup_updates)
     last = log.intervals[-1] if log.intervals else None
     epoch_records = log.epochs
-    updates = None
-    if epoch_records:
-        updates = int(epoch_records[-1].get("train_num_updates", 0))
-    if last is not None:
-        updates = max(updates or 0, last.num_updates)
+    counts = [_whole(r.get("train_num_updates")) for r in epoch_records] + ([last.num_updates] if last else [])
+    counts = [c for c in counts if c is not None]
+    updates = max(counts) if counts else None
     values = training_log.metric_series(log, subset, metric)
     summary.update(
         device_count=log.world_size,
-        epochs=int(epoch_records[-1]["epoch"]) if epoch_records else (last.epoch if last else 0),
+        epochs=(_whole(epoch_records[-1].get("epoch")) or 0) if epoch_records else (last.epoch if last else 0),
         updates=updates,
         fps=round(throughput.samples_per_s, 3) if throughput.samples_per_s else None,
         fps_method=(
@@ -65,14 +129,14 @@ def build(plan: dict, log: training_log.TrainingLog, *, e2e_seconds: float, exit
     return summary
 
 
-def write(output_dir: str, summary: dict) -> str:
-    """Write summary.json atomically (temp file, then rename): a reader never sees half a file."""
+def write(output_dir: str, summary: dict, name: str = SUMMARY) -> str:
+    """Write summary.json (or ``name``) atomically (temp file, then rename): a reader never sees half a file."""
     os.makedirs(output_dir, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".summary.", suffix=".json", dir=output_dir)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2, sort_keys=True)
         f.write("\n")
-    path = os.path.join(output_dir, SUMMARY)
+    path = os.path.join(output_dir, name)
     os.replace(tmp, path)
     return path
 
@@ -86,6 +150,6 @@ def _fmt(value) -> str:
 def final_lines(summary: dict) -> List[str]:
     """The last lines a script prints: ``ActualFPS: <samples/s>`` and, for full and eval runs, ``Accuracy: <metric>``."""
     lines = [f"ActualFPS: {_fmt(summary.get('fps'))}"]
-    if summary["mode"] in ("full", "eval"):
-        lines.append(f"Accuracy: {_fmt(summary.get('best_metric'))}")
+    if summary["mode"] in ("full", "eval"):  # a failed or stopped run's metric is in summary.json, not a result
+        lines.append(f"Accuracy: {_fmt(summary.get('best_metric') if summary.get('status') == 'ok' else None)}")
     return lines

@@ -28,7 +28,14 @@ _RECORD = re.compile(r"\|\s*(?P<tag>train_inner|train|valid\w*)\s*\|\s*(?P<json>
 _WORLD = re.compile(r"training on (\d+) devices")
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)")
 # lines fairseq prints while the training timer runs but no training happens
+# fairseq's line when a run continues from its own checkpoint_last.pt (a rerun into the same folder)
+_RESUMED = re.compile(r"Loaded checkpoint \S*checkpoint_last\.pt \(epoch \d+ @ [1-9]\d* updates\)")
 _PAUSE = re.compile(r"begin validation on|Saving checkpoint to|Preparing to save checkpoint|begin dry-run validation")
+
+
+def _count(value) -> int:
+    """A logged count; fairseq logs null where every update of the interval was skipped."""
+    return int(value) if isinstance(value, float) and math.isfinite(value) else 0
 
 
 def _number(value):
@@ -64,6 +71,7 @@ class TrainingLog:
     epochs: List[Dict[str, float]] = field(default_factory=list)  # "train" (end of epoch) records
     evals: List[Dict[str, float]] = field(default_factory=list)  # lines of fairseq-npu-evaluate --json
     world_size: Optional[int] = None
+    resumed: bool = False  # training continued from a checkpoint that had made updates
     # every record by its tag (train_inner, train, valid, valid_<subset>...), numbers as floats, and the line's
     # timestamp as ``_time`` (seconds since the epoch, local time) where it has one
     records: Dict[str, List[Dict[str, float]]] = field(default_factory=dict)
@@ -87,6 +95,8 @@ def parse(lines: Union[str, Iterable[str]]) -> TrainingLog:
             world = _WORLD.search(line)
             if world:
                 log.world_size = int(world.group(1))
+            elif _RESUMED.search(line):
+                log.resumed = True
             elif _PAUSE.search(line):
                 pause = True
             continue
@@ -100,10 +110,10 @@ def parse(lines: Union[str, Iterable[str]]) -> TrainingLog:
             record["_time"] = time.mktime(time.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S"))
         log.records.setdefault(tag, []).append(record)
         if tag == "train_inner":
-            epoch, updates = int(record.get("epoch", 0)), int(record.get("num_updates", 0))
+            epoch, updates = _count(record.get("epoch")), _count(record.get("num_updates"))
             if log.intervals and epoch != log.intervals[-1].epoch:
                 pause = True
-            log.intervals.append(Interval(epoch, updates, float(record.get("bsz", 0)), record, pause))
+            log.intervals.append(Interval(epoch, updates, float(_count(record.get("bsz"))), record, pause))
             pause = False
         elif tag == "train":
             log.epochs.append(record)
