@@ -50,3 +50,10 @@ def npu_stand_in(monkeypatch):
         sys.modules.pop(name, None)
     if hasattr(torch, "npu"):
         delattr(torch, "npu")
+
+
+@pytest.fixture(autouse=True)
+def no_update_mode_left_over(monkeypatch):
+    """``--update-mode`` exports $FAIRSEQ_NPU_UPDATE_MODE for spawned workers; a test's choice must not reach the
+    next test's in-process runs."""
+    monkeypatch.delenv("FAIRSEQ_NPU_UPDATE_MODE", raising=False)

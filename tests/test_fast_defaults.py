@@ -41,11 +41,13 @@ def test_fast_preset_per_device_and_capability(data, tmp_path, monkeypatch, devi
     assert (plan["amp_type"], plan["amp_dtype"]) == amp
     assert (plan["preset"], plan["native_bf16"], plan["optimizer"]) == ("fast", bf16, "fused_adamw")
     grouping = ["--group-by-length", "--group-window", "50"]  # a quarter of the 200 sentences (1024 on SST-2)
-    if device == "npu":
-        assert plan["fast_settings"] == grouping + ["--pad-buckets", "32,64,128,256", "--static-batch", "fill"]
+    update = ["--update-mode", "graph" if device == "cuda" else "device"]  # the update object; graphs on cuda
+    if device in ("npu", "cuda"):
+        static = ["--pad-buckets", "32,64,128,256", "--static-batch", "fill"]
+        assert plan["fast_settings"] == grouping + static + update
         assert flag_value(args, "--max-tokens") == str(32 * 512)  # a full batch at the longest padded length
     else:
-        assert plan["fast_settings"] == grouping and "--pad-buckets" not in args
+        assert plan["fast_settings"] == grouping + update and "--pad-buckets" not in args
         assert flag_value(args, "--max-tokens") == "4400"
 
 
@@ -54,7 +56,7 @@ def test_fast_preset_per_device_and_capability(data, tmp_path, monkeypatch, devi
 def test_stock_preset_is_the_published_recipe(data, tmp_path, monkeypatch, device, precision_flags):
     args, plan = _plan(data, tmp_path, monkeypatch, device, True, preset="stock")
     assert flag_value(args, "--optimizer") == "adam"
-    assert not {"--group-by-length", "--pad-buckets", "--static-batch", "--amp", "--bf16"} & set(args)
+    assert not {"--group-by-length", "--pad-buckets", "--static-batch", "--amp", "--bf16", "--update-mode"} & set(args)
     assert ("--fp16" in args) == bool(precision_flags)
     assert (plan["preset"], plan["native_bf16"], plan["fast_settings"]) == ("stock", None, [])
 

@@ -22,7 +22,10 @@ import torch
 logger = logging.getLogger(__name__)
 
 STATE_KEY = "fairseq_npu_half_precision"
-_SCALER_COUNTERS = ("_iter", "_last_overflow_iter", "_last_rescale_iter", "_overflows_since_rescale")
+# fairseq's DynamicLossScaler counters; the last two are the device update's (fairseq_npu/update/), which keeps
+# the scale on the device and copies it here before a checkpoint is written
+_SCALER_COUNTERS = ("_iter", "_last_overflow_iter", "_last_rescale_iter", "_overflows_since_rescale",
+                    "fairseq_npu_growth_tracker", "fairseq_npu_overflows")
 
 
 def master_views(optimizer) -> Optional[List[torch.Tensor]]:

@@ -124,10 +124,12 @@ def fast_settings(device_type: str, max_positions: int, batch_size: int, train_s
     """The fast preset's data flags for a device (the optimizer and precision are chosen beside them)."""
     # batches of similar length: little padding (SST-2: 66% of the positions -> 7%)
     grouping = ["--group-by-length", "--group-window", str(group_window(batch_size, train_size))]
-    if device_type != "npu":
-        return grouping
+    # the whole update on the device, no host sync (fairseq_npu/update/); on cuda captured once per pad bucket
+    update = ["--update-mode", "graph" if device_type == "cuda" else "device"]
+    if device_type == "cpu":
+        return grouping + update
     buckets = [b for b in NPU_PAD_BUCKETS if b < max_positions]
-    return grouping + ["--pad-buckets", ",".join(map(str, buckets)), "--static-batch", "fill"]
+    return grouping + ["--pad-buckets", ",".join(map(str, buckets)), "--static-batch", "fill"] + update
 
 
 PERFORMANCE_UPDATES = 1000  # updates of a performance run unless --max-update says otherwise

@@ -38,6 +38,7 @@ from fairseq.logging import metrics
 
 from fairseq_npu import precision as precision_policy
 from fairseq_npu.errors import TrainingDiverged
+from fairseq_npu.models.mask_every_layer_encoder import use_mask_every_layer
 from fairseq_npu.optim.fused_adamw import FairseqFusedAdamW
 from fairseq_npu.optim.multi_tensor_grads import clip_grad_norm_
 from fairseq_npu.update.loss_scale import DeviceLossScale, LossScaleConfig
@@ -108,6 +109,8 @@ class DeviceUpdate:
         self.loss_scale = self._build_loss_scale(cfg)
         self.lr = {}  # param group index -> device tensor holding the scheduler's learning rate
         self._adapter = _BackwardThroughScale(self)
+        # RoBERTa's encoder asks the device whether a batch has padding, once per layer: not in this update
+        use_mask_every_layer(trainer.model)
         half = str(self.precision.autocast_dtype or self.precision.weights)
         logger.info(f"update: one device update per step ({half}, loss scaling "
                     f"{'on' if self.loss_scale.config.enabled else 'off'}, optimizer kernel {self.adamw.impl}"
@@ -135,6 +138,7 @@ class DeviceUpdate:
         host = getattr(scaler, "loss_scale", None)  # --fp16 (O2): fairseq's DynamicLossScaler, maybe resumed
         if config.enabled and host is not None:
             scale.scale.fill_(float(host))
+            scale.growth_tracker.fill_(int(getattr(scaler, "fairseq_npu_growth_tracker", 0)))
         overflows = getattr(self.optimizer, "overflows", getattr(scaler, "fairseq_npu_overflows", 0))
         scale.overflows.fill_(float(overflows or 0))
         return scale
@@ -330,7 +334,8 @@ class DeviceUpdate:
         if hasattr(self.optimizer, "overflows"):
             self.optimizer.overflows = reading.overflows  # DeviceAMPOptimizer saves it with the scaler
         if scaler is not None and not isinstance(scaler, torch.amp.GradScaler):
-            scaler.fairseq_npu_overflows = reading.overflows
+            scaler.fairseq_npu_overflows = reading.overflows  # saved with the scaler's counters (O2)
+            scaler.fairseq_npu_growth_tracker = int(self.loss_scale.growth_tracker.item())
         config = self.loss_scale.config
         if reading.consecutive >= MAX_CONSECUTIVE_SKIPS:
             raise TrainingDiverged(

@@ -1,0 +1,129 @@
+"""The update object (``--update-mode device``, fairseq_npu/update/) against fairseq's own train_step.
+
+A tiny RoBERTa, one fixed batch, 8 updates in each precision: the weights must be bit-identical to stock's with
+the same optimizer (fused_adamw). Between two log steps the update reads nothing back from the device; an
+overflow is skipped and counted on the device; the counters reach the host at the log step; a run whose updates
+are all skipped stops with one line.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+
+from fairseq_npu.amp import smoke
+from fairseq_npu.update import mode as update_mode
+from fairseq_npu.update.device_update import DeviceUpdate
+
+pytestmark = pytest.mark.usefixtures("fresh_device")
+
+PRECISIONS = {
+    "fp32": (),
+    "amp-bf16": ("--amp", "--amp-dtype", "bfloat16"),
+    "amp-fp16": ("--amp", "--amp-dtype", "float16"),
+    "bf16": ("--bf16",),
+    "fp16": ("--fp16",),
+}
+# what makes the host wait for the device (on cpu they are cheap, so they are counted, not timed)
+HOST_READS = {"item", "__bool__", "tolist", "__float__", "__int__", "__index__", "numpy", "cpu", "nonzero"}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return smoke.write_data(tmp_path_factory.mktemp("device_update"))
+
+
+def build(data, flags, update="stock", extra=()):
+    os.environ[update_mode.ENV] = update
+    mode = smoke.Mode("case", tuple(flags), torch.float32)
+    return smoke.build_trainer(smoke.train_argv(data, mode, "fused_adamw", extra=("--log-interval", "4", *extra)))
+
+
+def weights(trainer):
+    return torch.cat([p.detach().float().reshape(-1) for p in trainer.model.parameters()])
+
+
+@pytest.mark.parametrize("flags", PRECISIONS.values(), ids=PRECISIONS.keys())
+def test_device_update_is_bit_identical_to_stock(data, flags):
+    results = {}
+    for update in ("stock", "device"):
+        trainer, batch = build(data, flags, update)
+        for _ in range(8):
+            trainer.train_step([batch])
+        results[update] = (weights(trainer), trainer.get_num_updates())
+        held = trainer.__dict__.get("_fairseq_npu_update")
+        assert isinstance(held, DeviceUpdate) if update == "device" else held == "stock"
+    assert torch.equal(results["stock"][0], results["device"][0])
+    assert results["stock"][1] == results["device"][1] == 8
+
+
+class _HostReads(TorchFunctionMode):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in HOST_READS:
+            self.seen.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("update", ["stock", "device"])
+def test_no_host_read_between_log_steps(data, update):
+    trainer, batch = build(data, PRECISIONS["amp-fp16"], update)
+    trainer.train_step([batch])  # builds the optimizer and the update object
+    with _HostReads() as reads:
+        trainer.train_step([batch])  # updates 2 and 3: not log steps (--log-interval 4)
+        trainer.train_step([batch])
+    if update == "stock":
+        assert reads.seen  # what the update object removes: the test can fail
+    else:
+        assert reads.seen == []
+    with _HostReads() as reads:
+        trainer.train_step([batch])  # update 4: the log step reads the counters once
+    if update == "device":
+        assert reads.seen == ["tolist"]  # scale, skipped steps, skips in a row: one transfer
+
+
+def test_overflow_is_skipped_and_counted_on_the_device(data):
+    trainer, batch = build(data, PRECISIONS["fp16"], "device", extra=("--fp16-init-scale", str(2 ** 24)))
+    trainer.train_step([batch])
+    update = trainer.__dict__["_fairseq_npu_update"]
+    before = weights(trainer)
+    trainer.train_step([batch])
+    trainer.train_step([batch])
+    # at 2**24 (and 2**23, 2**22) the fp16 gradients overflow: skipped, the scale halves each time
+    assert torch.equal(weights(trainer), before)
+    assert update.loss_scale.read().overflows == 3
+    assert trainer.optimizer.scaler.loss_scale == 2 ** 24  # the host copy waits for the log step
+    trainer.train_step([batch])  # log step
+    reading = update.loss_scale.read()
+    assert trainer.optimizer.scaler.loss_scale == reading.scale < 2 ** 24
+    assert trainer.optimizer.scaler.fairseq_npu_overflows == reading.overflows >= 3
+
+
+def test_amp_init_scale_is_the_initial_scale(data):
+    trainer, _ = build(data, PRECISIONS["amp-fp16"], "stock", extra=("--amp-init-scale", str(2 ** 20)))
+    assert trainer.optimizer.scaler.get_scale() == 2 ** 20
+
+
+def test_diverged_run_stops_with_one_line(data, tmp_path):
+    import fairseq_npu
+
+    argv = smoke.train_argv(data, smoke.Mode("amp", ("--amp", "--amp-dtype", "bfloat16"), torch.bfloat16),
+                            "fused_adamw", extra=("--update-mode", "device", "--lr", "1e6", "--max-update", "300",
+                                                  "--log-interval", "50", "--disable-validation", "--no-save",
+                                                  "--save-dir", str(tmp_path)))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop(update_mode.ENV, None)
+    run = subprocess.run([sys.executable, "-m", "fairseq_cli.train", *argv], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert run.returncode == 2, run.stderr[-2000:]
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("fairseq-train: error: training diverged: the last ")
+    assert "updates had non-finite gradients and were skipped" in last and "Traceback" not in run.stderr
+    assert fairseq_npu  # the plugin made the line (through --user-dir)
