@@ -7,6 +7,10 @@ pickles. Instead the types fairseq checkpoints legitimately contain are allowlis
 refused with an error that names the file and the offending global. Two more refusals, each one line naming the
 file: a truncated or damaged file (naming the newest intact checkpoint next to it), and a config that holds an
 OmegaConf resolver interpolation (``${oc.env:VAR}``), which fairseq would evaluate when it reads the config.
+
+Every file is verified before torch reads it (:func:`verify_checkpoint_file`): torch writes zip archives with a
+CRC-32 per member but never checks them, so a byte flipped in a tensor loaded as a wrong number (NaN optimizer
+moments that trained on and exited 0). The check reads the whole file once more (docs/checkpoints.md: its cost).
 """
 
 import argparse
@@ -121,6 +125,7 @@ def _unlisted_globals(path) -> list:
 
 
 _ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTO = b"\x80"  # torch's legacy (pre-zip) format is a pickle stream, protocol 2 or later
 
 
 def _damage(path) -> Optional[str]:
@@ -140,10 +145,42 @@ def _damage(path) -> Optional[str]:
         return f"the file ends after {len(magic)} bytes" if _ZIP_MAGIC.startswith(magic) else None
     try:
         with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                # torch stores its members uncompressed: a directory entry that says otherwise is damaged
+                if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
+                    return f"the zip directory entry of {info.filename} is damaged"
             bad = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
+    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, ValueError) as err:
         return f"incomplete zip archive: {err}"
     return f"{bad} in the archive fails its CRC check" if bad is not None else None
+
+
+def _not_a_checkpoint(path) -> Optional[str]:
+    """Why the file is no PyTorch checkpoint at all (a text file given as --path), or None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    if not head or head.startswith(_PICKLE_PROTO) or _ZIP_MAGIC.startswith(head[:4]) or head.startswith(_ZIP_MAGIC):
+        return None
+    shown = head.decode("utf-8", "replace")
+    text = all(c.isprintable() or c in "\t\r\n" for c in shown)
+    looks = f"it starts with {shown!r}" if text else f"it starts with bytes {head[:8].hex(' ')}"
+    return f"{path} is not a PyTorch checkpoint ({looks}; neither torch's zip archive nor its legacy format)"
+
+
+def verify_checkpoint_file(path) -> None:
+    """Raise CheckpointLoadError if the file at ``path`` is not a complete, undamaged PyTorch checkpoint.
+
+    Run before every load of a file (resume, --finetune-from-model, evaluate, predict, export, convert), so a
+    damaged file is refused before any of it is used, in one line naming the file and what is wrong."""
+    other = _not_a_checkpoint(path)
+    if other is not None:
+        raise CheckpointLoadError(other)
+    reason = _damage(path)
+    if reason is not None:
+        raise CorruptCheckpointError(corrupt_checkpoint_message(path, reason))
 
 
 def _legacy_damage(err: Exception) -> Optional[str]:
@@ -240,6 +277,8 @@ def safe_load(f, map_location=None, **kwargs):
     """``torch.load`` restricted to tensors and the allowlisted types; damaged files get a one-line error."""
     kwargs.pop("weights_only", None)
     name = getattr(f, "name", f if isinstance(f, (str, os.PathLike)) else "<stream>")
+    if isinstance(name, (str, os.PathLike)) and os.path.isfile(name):
+        verify_checkpoint_file(name)  # a stream (rank 0's broadcast state) has no file to check
     try:
         with torch.serialization.safe_globals(allowed_globals()):
             state = torch.load(f, map_location=map_location, weights_only=True, **kwargs)

@@ -37,6 +37,9 @@ def data(tmp_path_factory):
 
 
 def build(data, flags, update="stock", extra=()):
+    from fairseq.logging import metrics
+
+    metrics.reset()  # as fairseq-train starts: no meters of an earlier trainer in this process
     os.environ[update_mode.ENV] = update
     mode = smoke.Mode("case", tuple(flags), torch.float32)
     return smoke.build_trainer(smoke.train_argv(data, mode, "fused_adamw", extra=("--log-interval", "4", *extra)))
@@ -127,3 +130,94 @@ def test_diverged_run_stops_with_one_line(data, tmp_path):
     assert last.startswith("fairseq-train: error: training diverged: the last ")
     assert "updates had non-finite gradients and were skipped" in last and "Traceback" not in run.stderr
     assert fairseq_npu  # the plugin made the line (through --user-dir)
+
+
+class _FakeCudaUpdate:
+    """What GraphedUpdate needs of a DeviceUpdate to choose between a replay and an eager update."""
+
+    def __init__(self):
+        self.device = torch.device("cuda", 0)
+        self.precision = "bf16"
+        self.zero_in_place = False
+        self.eager = 0
+
+    def train_step(self, samples, run_body=None, prepare=True):
+        self.eager += 1
+
+
+def _sample(batch, length):
+    return {"net_input": {"src_tokens": torch.ones(batch, length, dtype=torch.long),
+                          "src_lengths": torch.full((batch,), length)},
+            "target": torch.zeros(batch, dtype=torch.long), "ntokens": batch * length}
+
+
+def test_graph_plan_falls_back_with_a_named_reason():
+    from fairseq_npu.data import PadBuckets
+    from fairseq_npu.update.cuda_graphs import GraphedUpdate, WARMUP_UPDATES
+
+    update = _FakeCudaUpdate()
+    graphs = GraphedUpdate(update, batch_size=8, buckets=PadBuckets((32, 64)), criterion_name="sentence_prediction")
+    assert graphs.disabled is None and update.zero_in_place  # gradients keep their addresses from now on
+    assert graphs.fallback_reason([_sample(8, 32)]) is None
+    assert graphs.fallback_reason([_sample(5, 32)]) == "partial batch"
+    assert graphs.fallback_reason([_sample(8, 48)]) == "length outside the pad buckets"
+    assert graphs.fallback_reason([_sample(8, 32), _sample(8, 32)]) == "--update-freq > 1"
+    assert graphs.fallback_reason([{}]) == "dummy batch"
+    for _ in range(WARMUP_UPDATES):  # the first updates of a shape run eagerly on a side stream
+        graphs._on_side_stream = lambda b, d: None
+        graphs.train_step([_sample(8, 64)])
+    graphs.train_step([_sample(5, 64)])
+    assert update.eager == WARMUP_UPDATES + 1
+    assert graphs.report()["fallbacks"] == {"warm-up": WARMUP_UPDATES, "partial batch": 1}
+    assert graphs.report()["replay_share"] == 0.0 and not graphs.report()["captured"]
+    graphs.failed[graphs.key(_sample(8, 32))] = "RuntimeError: capture refused"
+    assert graphs.fallback_reason([_sample(8, 32)]) == "capture failed for this shape"
+
+
+def test_graph_mode_runs_eagerly_off_cuda_and_says_why(data, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="fairseq_npu.update.cuda_graphs"):
+        trainer, batch = build(data, PRECISIONS["fp32"], "graph")
+        trainer.train_step([batch])
+    held = trainer.__dict__["_fairseq_npu_update"]
+    assert held.disabled == "device cpu (CUDA graphs need cuda)"
+    assert "update: --update-mode graph runs eagerly: device cpu (CUDA graphs need cuda)" in caplog.text
+    assert held.report()["fallbacks"] == {"device cpu (CUDA graphs need cuda)": 1}
+
+
+def test_unsupported_run_keeps_stock_train_step(data, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="fairseq_npu.update.mode"):
+        trainer, batch = build(data, PRECISIONS["fp32"], "device", extra=("--optimizer", "adam"))
+        trainer.train_step([batch])
+    assert trainer.__dict__["_fairseq_npu_update"] == "--optimizer adam (needs fused_adamw)"
+    assert "keeps fairseq's train_step for this run: --optimizer adam (needs fused_adamw)" in caplog.text
+
+
+def test_bad_update_mode_in_the_environment_is_one_line(monkeypatch):
+    from fairseq_npu.errors import UsageError
+
+    monkeypatch.setenv(update_mode.ENV, "fast")
+    with pytest.raises(UsageError, match=r"^\$FAIRSEQ_NPU_UPDATE_MODE='fast': expected one of stock, device, graph$"):
+        update_mode.requested()
+
+
+def test_training_log_has_stock_keys_and_values(tmp_path):
+    """fairseq-train's own log: the same keys and the same numbers per log step as stock's update (the timing
+    keys aside), with clipping and --fp16 loss scaling on."""
+    from glue_tiny_data import make_glue_dir, tiny_roberta_args, train_in_process
+
+    data = make_glue_dir(tmp_path / "SST-2-bin", {"train": 48, "valid": 8}, seed=2)
+    timing = {"wps", "ups", "wall", "train_wall", "gb_free"}
+    logs = {}
+    for update in ("stock", "device"):
+        args = tiny_roberta_args(data, "sentence_prediction_npu", [
+            "--optimizer", "fused_adamw", "--fp16", "--clip-norm", "0.5", "--max-update", "12",
+            "--log-interval", "3", "--update-mode", update])
+        logs[update] = [{k: v for k, v in r.items() if k.split("_", 1)[-1] not in timing and k not in timing}
+                        for r in train_in_process(args)]
+    assert len(logs["device"]) == len(logs["stock"]) >= 4
+    assert {"gnorm", "clip", "loss_scale", "overflows", "loss", "accuracy"} <= set(logs["device"][0])
+    assert logs["device"] == logs["stock"]

@@ -52,6 +52,11 @@ CASES = {
     "memory-efficient-fp16-adam": ["--memory-efficient-fp16", "--fp16-scale-window", "2", "--optimizer", "adam"],
     # O1 for comparison: no masters (fp32 weights); its scaler state is saved by DeviceAMPOptimizer
     "amp-fp16-adam": ["--amp", "--amp-dtype", "float16", "--fp16-scale-window", "2", "--optimizer", "adam"],
+    # the device update (fairseq_npu/update/): its scale and counters live on the device and reach the checkpoint
+    "fp16-device-update": ["--fp16", "--fp16-scale-window", "2", "--optimizer", "fused_adamw", "--update-mode",
+                           "device"],
+    "amp-fp16-device-update": ["--amp", "--amp-dtype", "float16", "--fp16-scale-window", "2", "--optimizer",
+                               "fused_adamw", "--update-mode", "device"],
 }
 WITHOUT_MASTERS = ("--memory-efficient-fp16", "--amp")  # these step the model's own weights
 
@@ -72,6 +77,8 @@ def test_resume_is_bit_identical(data, tmp_path, flags):
         assert any(not torch.equal(m, m.to(half).float()) for m in masters)
     if "--fp16" in flags or "--memory-efficient-fp16" in flags:
         assert whole["last_optimizer_state"]["loss_scale"] == 1024.0  # 128, doubled every 2 updates
+    if "--amp" in flags and "device" in flags:
+        assert whole["last_optimizer_state"]["fairseq_npu_amp_scaler"]["scale"] == 1024.0
 
 
 def test_checkpoint_without_master_weights_still_resumes(data, tmp_path, caplog):

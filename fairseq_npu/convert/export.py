@@ -96,8 +96,12 @@ class FairseqCheckpoint:
 
         from fairseq_npu.models.albert import AlbertModel
 
+        from fairseq_npu.checkpoint_loading import CheckpointLoadError
+
         try:
             state = checkpoint_utils.load_checkpoint_to_cpu(str(path))
+        except CheckpointLoadError as err:  # damaged or unsafe: its own line names the file already
+            raise ConversionError(str(err)) from None
         except Exception as err:  # noqa: BLE001 - torch/pickle raise many types for bad files
             raise ConversionError(f"{path}: cannot be read as a fairseq checkpoint "
                                   f"({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None

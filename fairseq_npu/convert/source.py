@@ -1,10 +1,13 @@
 """Read a Hugging Face style model directory: config.json plus model.safetensors / pytorch_model.bin (or shards)."""
 
 import json
+import struct
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
+
+from fairseq_npu.checkpoint_loading import CheckpointLoadError, verify_checkpoint_file
 
 from .errors import ConversionError
 
@@ -23,11 +26,48 @@ def read_config(directory: Path) -> dict:
         raise ConversionError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
 
 
+def _safetensors_damage(path: Path) -> Optional[str]:
+    """Why a .safetensors file is cut short or unreadable, or None. The format has no checksum: a file damaged in
+    place without a change of size is not detected (docs/checkpoints.md)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return f"the file ends after {len(head)} bytes, inside its header"
+        header_bytes = struct.unpack("<Q", head)[0]
+        if 8 + header_bytes > size:
+            return f"truncated: {size} bytes, its header alone announces {8 + header_bytes}"
+        try:
+            header = json.loads(f.read(header_bytes))
+        except (UnicodeDecodeError, ValueError):
+            return "its header is not valid JSON"
+    if not isinstance(header, dict):
+        return "its header is not a JSON object"
+    ends = [v["data_offsets"][1] for k, v in header.items()
+            if k != "__metadata__" and isinstance(v, dict) and isinstance(v.get("data_offsets"), list)
+            and len(v["data_offsets"]) == 2 and isinstance(v["data_offsets"][1], int)]
+    expected = 8 + header_bytes + max(ends, default=0)
+    if size < expected:
+        return f"truncated: {size} bytes, its header describes {expected}"
+    return None
+
+
 def _load_file(path: Path) -> Dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path), device="cpu")
+        damage = _safetensors_damage(path)
+        if damage is not None:
+            raise ConversionError(f"{path}: {damage}")
+        try:
+            return load_file(str(path), device="cpu")
+        except SafetensorError as err:
+            raise ConversionError(f"{path}: cannot be read as safetensors ({err})") from None
+    try:
+        verify_checkpoint_file(path)  # CRCs of the zip archive: torch would read a damaged tensor without a word
+    except CheckpointLoadError as err:
+        raise ConversionError(str(err)) from None
     try:
         # weights only: a model file is tensors in a dict; anything else is refused rather than executed
         state = torch.load(path, map_location="cpu", weights_only=True)

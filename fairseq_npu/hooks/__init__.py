@@ -122,23 +122,35 @@ HOOKS: List[Hook] = [
          "torch's DDP refuses device_ids=[i] for a cpu module, so --ddp-backend c10d fails on gloo"),
     # ---- checkpoint loading (fairseq_npu/hooks/checkpoints.py, fairseq_npu/checkpoint_loading.py)
     Hook(checkpoint_utils, "torch", checkpoints.torch_module,
-         "the module's torch, except that load is weights_only=True with an allowlist of fairseq checkpoint types",
+         "the module's torch, except that load first checks the file (zip CRCs; a damaged or non-checkpoint file "
+         "is one line naming it) and is weights_only=True with an allowlist of fairseq checkpoint types",
          "torch >= 2.6 refuses argparse.Namespace etc. in checkpoint_last.pt and roberta model.pt; switching "
-         "weights_only off would execute arbitrary pickles"),
+         "weights_only off would execute arbitrary pickles; torch never checks the CRCs, so a byte flipped in a "
+         "tensor was trained on"),
     Hook(dist_utils, "torch", checkpoints.torch_module,
          "the same safe load for _broadcast_object_slow, which unpickles the checkpoint state rank 0 broadcasts",
          "a resumed distributed run fails on torch >= 2.6 as above"),
     Hook(checkpoint_utils, "load_checkpoint", checkpoints.load_checkpoint,
          "an explicit --restore-file, or a --finetune-from-model to be loaded, that does not exist is an error "
          "naming it (fairseq_npu/checkpoint_restore.py); the default checkpoint_last.pt and a missing bare file name "
-         "(stock's fresh-start idiom, with a warning) keep their meaning",
+         "(stock's fresh-start idiom, with a warning) keep their meaning; a checkpoint of another model shape, "
+         "optimizer or precision, or an optimizer state that does not fit the parameters, is one line naming the "
+         "file and the first difference (fairseq_npu/optimizer_state.py)",
          "stock trains from scratch and exits 0 when the named file is absent, so a typo in a pretrained model's "
-         "path gives a from-scratch model that reports success"),
+         "path gives a from-scratch model that reports success; another shape ends in a chained traceback, and a "
+         "moment of another size in a step error (adam) or a segmentation fault (fused_adamw)"),
     Hook(checkpoint_utils, "PathManager", checkpoints.path_manager,
          "the module's PathManager, except that copy() of a local file writes DEST.tmp and renames it over DEST "
          "(fairseq_npu/checkpoint_saving.py)",
          "save_checkpoint copies checkpoint_best.pt / checkpoint_last.pt in place with shutil.copyfile: a run killed "
          "during the copy leaves a truncated checkpoint_last.pt that the next run resumes from"),
+    Hook(checkpoint_utils, "torch_persistent_save", checkpoints.torch_persistent_save,
+         "a local file is written once to FILE.tmp and renamed; a failed write (full disk, read-only folder) "
+         "removes the .tmp and is one line naming the file (fairseq_npu/checkpoint_saving.py), exit code 2",
+         "stock retries three times with 5 s of sleeps, logs a traceback and leaves the partial .tmp behind"),
+    Hook(checkpoint_utils, "verify_checkpoint_directory", checkpoints.verify_checkpoint_directory,
+         "a --save-dir where no file can be created is one line naming it, exit code 2",
+         "stock logs a warning and ends in an OSError traceback"),
     # ---- tasks (fairseq_npu/hooks/tasks.py)
     Hook(SentencePredictionTask, "__init__", tasks.sentence_prediction_init,
          "--num-classes must equal the number of labels in the label dictionary (error naming both; also for "

@@ -54,6 +54,7 @@ from fairseq_npu import device
 from fairseq_npu.errors import UsageError
 from fairseq_npu.amp import apex_amp
 from fairseq_npu.optim.multi_tensor_grads import clip_grad_norm_, multiply_grads_
+from fairseq_npu.optimizer_state import check_state_shapes
 
 logger = logging.getLogger(__name__)
 
@@ -249,6 +250,8 @@ class FairseqFusedAdamW(FairseqOptimizer):
 
     def load_state_dict(self, state_dict, optimizer_overrides=None):
         super().load_state_dict(state_dict, optimizer_overrides)
+        # the fused kernels trust the shapes: a moment of another size is a segmentation fault at the first step
+        check_state_shapes(self.optimizer)
         # a checkpoint written by the other kind of kernel stores "step" as int (npu) or tensor (torch)
         for state in self.optimizer.state.values():
             if "step" in state:

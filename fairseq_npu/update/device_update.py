@@ -277,8 +277,9 @@ class DeviceUpdate:
         trainer = self.trainer
         finite = 1.0 - self.loss_scale.found_inf
         metrics.log_speed("ups", 1.0, priority=100, round=2)
-        # stock averages the finite norms only; a tensor weight would make fairseq's meter compare it on the host,
-        # so the finite norms and their count are summed and divided when fairseq prints
+        # stock averages the finite norms only. A tensor weight would make fairseq's meter compare it with 0 on the
+        # host, so the finite norms and their count are summed in hidden meters (fairseq's own SumMeter, which
+        # checkpoints save) and divided when fairseq prints
         metrics.log_scalar_sum(_GNORM_SUM, torch.nan_to_num(grad_norm, nan=0.0, posinf=0.0) * finite)
         metrics.log_scalar_sum(_GNORM_COUNT, finite)
         metrics.log_derived("gnorm", _finite_norm_average, priority=400)
