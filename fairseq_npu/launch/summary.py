@@ -12,6 +12,8 @@ import os
 import tempfile
 from typing import List, Optional
 
+from fairseq_npu.argv import flag_value
+
 from . import training_log
 
 SUMMARY = "summary.json"
@@ -125,8 +127,21 @@ def _measure(plan: dict, log: training_log.TrainingLog, *, e2e_seconds: float, e
         final_metric=values[-1] if values else None,
         best_metric=_best(values, metric),
         valid_subset=subset if plan["mode"] == "full" else None,
+        update=_update(command, log),
     )
     return summary
+
+
+def _update(command: List[str], log: training_log.TrainingLog) -> dict:
+    """Who ran the updates (fairseq_npu/update/): the mode, and under graphs whether capture ran, the share of
+    updates that replayed a graph, the graphs and their capture time, and why updates fell back."""
+    mode = flag_value(command, "--update-mode") or "stock"
+    report = dict(log.graph_report or {})
+    if mode != "graph":
+        return {"mode": mode, "captured": False}
+    if not report:
+        return {"mode": mode, "captured": False, "fallbacks": {"no graph report in the log": None}}
+    return {"mode": mode, **report}
 
 
 def write(output_dir: str, summary: dict, name: str = SUMMARY) -> str:

@@ -31,6 +31,7 @@ _STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)")
 # fairseq's line when a run continues from its own checkpoint_last.pt (a rerun into the same folder)
 _RESUMED = re.compile(r"Loaded checkpoint \S*checkpoint_last\.pt \(epoch \d+ @ [1-9]\d* updates\)")
 _PAUSE = re.compile(r"begin validation on|Saving checkpoint to|Preparing to save checkpoint|begin dry-run validation")
+_GRAPH_REPORT = re.compile(r"update: graph report (\{.*\})\s*$")  # fairseq_npu/update/cuda_graphs.py, each log step
 
 
 def _count(value) -> int:
@@ -72,6 +73,7 @@ class TrainingLog:
     evals: List[Dict[str, float]] = field(default_factory=list)  # lines of fairseq-npu-evaluate --json
     world_size: Optional[int] = None
     resumed: bool = False  # training continued from a checkpoint that had made updates
+    graph_report: Optional[dict] = None  # the last ``update: graph report`` (--update-mode graph)
     # every record by its tag (train_inner, train, valid, valid_<subset>...), numbers as floats, and the line's
     # timestamp as ``_time`` (seconds since the epoch, local time) where it has one
     records: Dict[str, List[Dict[str, float]]] = field(default_factory=dict)
@@ -93,7 +95,13 @@ def parse(lines: Union[str, Iterable[str]]) -> TrainingLog:
             continue
         if match is None:
             world = _WORLD.search(line)
-            if world:
+            report = _GRAPH_REPORT.search(line)
+            if report:
+                try:
+                    log.graph_report = json.loads(report.group(1))
+                except json.JSONDecodeError:
+                    pass
+            elif world:
                 log.world_size = int(world.group(1))
             elif _RESUMED.search(line):
                 log.resumed = True
