@@ -221,3 +221,20 @@ def test_training_log_has_stock_keys_and_values(tmp_path):
     assert len(logs["device"]) == len(logs["stock"]) >= 4
     assert {"gnorm", "clip", "loss_scale", "overflows", "loss", "accuracy"} <= set(logs["device"][0])
     assert logs["device"] == logs["stock"]
+
+
+def test_summary_records_the_graph_report():
+    from fairseq_npu.launch import summary, training_log
+
+    report = {"captured": True, "graphs": 4, "capture_seconds": 1.25, "updates": 1000, "replayed": 980,
+              "replay_share": 0.98, "fallbacks": {"warm-up": 12, "partial batch": 8}, "disabled": None}
+    text = "\n".join([
+        '2026-12-04 10:00:00 | INFO | fairseq_npu.update.cuda_graphs | update: graph report {"graphs": 1}',
+        f"2026-12-04 10:00:09 | INFO | fairseq_npu.update.cuda_graphs | update: graph report "
+        f"{__import__('json').dumps(report)}",
+    ])
+    log = training_log.parse(text)
+    assert log.graph_report == report  # the last one: the run's
+    assert summary._update(["x", "--update-mode", "graph"], log) == {"mode": "graph", **report}
+    assert summary._update(["x", "--update-mode", "device"], log) == {"mode": "device", "captured": False}
+    assert summary._update(["x"], training_log.parse("")) == {"mode": "stock", "captured": False}

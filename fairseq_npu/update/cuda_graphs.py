@@ -99,6 +99,7 @@ class GraphedUpdate:
             self.disabled = f"device {update.device.type} (CUDA graphs need cuda)"
         elif criterion_name not in SHAPE_DETERMINED_SAMPLE_SIZE:
             self.disabled = f"criterion {criterion_name}: its sample size is not fixed by the batch shape"
+        update.on_read_out = self.log_report  # every --log-interval updates: the last one in the log is the run's
         if self.disabled:
             logger.warning(f"update: --update-mode graph runs eagerly: {self.disabled}")
         else:

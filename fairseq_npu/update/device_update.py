@@ -106,6 +106,7 @@ class DeviceUpdate:
         self.log_interval = max(1, int(cfg.common.log_interval))
         self.zero_in_place = False  # graphs need gradients that keep their addresses
         self.is_capturing = False
+        self.on_read_out = None  # called after each log-step read-out (the graph report)
         self.loss_scale = self._build_loss_scale(cfg)
         self.lr = {}  # param group index -> device tensor holding the scheduler's learning rate
         self._adapter = _BackwardThroughScale(self)
@@ -314,6 +315,8 @@ class DeviceUpdate:
         result = self.log(logging_outputs, sample_size, grad_norm)
         if trainer.get_num_updates() % self.log_interval == 0:
             self.read_out()
+            if self.on_read_out is not None:
+                self.on_read_out()
         return result
 
     def body(self, batches, dummies):
