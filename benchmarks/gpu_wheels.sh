@@ -2,10 +2,10 @@
 # Prepare the GPU check's payload on a machine with network access (PyPI) and the real GLUE data:
 #   bash benchmarks/gpu_wheels.sh [--data-dir DIR] [--out DIR]
 # writes DIR (default .gpu_payload/ in the checkout, git-ignored) with
-#   wheels/  cp312 manylinux wheels of what the GPU machine lacks (Python 3.12, CUDA torch, transformers,
-#            accelerate, tensorboard, scikit-learn, scipy, sentencepiece, tiktoken, but no fairseq, hydra-core,
-#            omegaconf, bitarray, sacrebleu, pytest): ve-fairseq without its dependencies (they list torchaudio,
-#            a second torch), the dependencies fairseq imports, pytest;
+#   wheels/  cp312 wheels of what the GPU machine lacks (GPU_MACHINE_HAS below says what it has): ve-fairseq
+#            without its dependencies (they list torchaudio, a second torch), the dependencies fairseq and the
+#            plugin import (setup.py install_requires: tests/test_gpu_check.py checks that each is here or there),
+#            pytest;
 #   data/    SST-2 train/dev tsv files and the GPT-2 BPE + ALBERT vocabularies (the layout of ../shared/data);
 #   bin/     the same SST-2 binarized for RoBERTa and ALBERT (benchmarks/glue_data.py), when fairseq is here.
 # Then copy the whole checkout (payload included) to the GPU machine and run `bash benchmarks/gpu_check.sh OUT_DIR`.
@@ -40,13 +40,19 @@ PY_VERSION="${GPU_PYTHON_VERSION:-3.12}"  # the GPU machine's Python
 TARGET=(--python-version "$PY_VERSION" --implementation cp --abi "cp${PY_VERSION/./}" --platform manylinux2014_x86_64
         --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 --only-binary=:all:)
 PIP=("$PYTHON" -m pip --disable-pip-version-check)
-# one by one and without dependencies: the GPU machine has torch, numpy, pyyaml, regex, tqdm, packaging already
+# the GPU machine (Python 3.12, CUDA torch 2.11, transformers 5.17): what it has, which the payload leaves out
+GPU_MACHINE_HAS=(torch transformers accelerate tensorboard protobuf safetensors numpy pyyaml regex tqdm packaging
+                 scikit-learn scipy sentencepiece tiktoken)
+# in fairseq's requirements for building its extensions only: nothing imports them at run time
+BUILD_ONLY=(cffi cython)
+# one by one and without dependencies (theirs are in GPU_MACHINE_HAS or listed here)
 WHEELS=(
     "ve-fairseq==0.12.3"
     "hydra-core>=1.3.2,<1.4" "omegaconf>=2.3,<2.4"   # fairseq's configuration
     "bitarray"                                        # fairseq.data.huffman, imported by fairseq.data
     "sacrebleu>=2.0,<3" "portalocker" "tabulate" "colorama" "lxml"   # fairseq.scoring imports sacrebleu
-    "pytest>=7" "iniconfig" "pluggy>=1.5"             # the CUDA tests
+    "tensorboardX"                                    # --tensorboard-logdir (fairseq writes with it; needs protobuf)
+    "pytest>=7" "iniconfig" "pluggy>=1.5"             # the CUDA tests (in case the machine's pytest is missing or old)
 )
 for spec in "${WHEELS[@]}"; do
     "${PIP[@]}" download --quiet --no-deps "${TARGET[@]}" -d "$TMP/wheels" "$spec"

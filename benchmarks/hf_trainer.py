@@ -5,9 +5,12 @@ AlbertForSequenceClassification on the same binarized data, sizes and batch size
 (``train_sampling_strategy="group_by_length"``; ``group_by_length=True`` before transformers 5), the fused AdamW
 kernel (``adamw_torch_fused``; ``adamw_torch_npu_fused`` on Ascend) and the faster precision for the device
 (``--precision auto``: bf16 on a GPU that has it, else fp16; bf16 on a CPU with native bf16 instructions, else
-fp32). ``--settings default`` leaves the sampler and optimizer at the Trainer's defaults. Both use the fairseq
-recipe's optimizer hyper-parameters (betas 0.9/0.98, eps 1e-6, weight decay 0.1, no gradient clipping), a linear
-schedule, no evaluation, no checkpoints, no logging integrations.
+fp32). ``--settings default`` leaves the sampler and optimizer at the Trainer's defaults. ``--torch-compile`` adds
+the Trainer's remaining speed option, ``torch_compile=True`` (``torch.compile`` of the model, inductor unless
+``--compile-backend`` says otherwise); with ``--pad-to-multiple-of 32`` the collator pads each batch to a multiple
+of 32 (what ``DataCollatorWithPadding(pad_to_multiple_of=...)`` does), so that it compiles few shapes. All use
+the fairseq recipe's optimizer hyper-parameters (betas 0.9/0.98, eps 1e-6, weight decay 0.1, no gradient
+clipping), a linear schedule, no evaluation, no checkpoints, no logging integrations.
 
 Prints one JSON line: samples/s over the steps after ``--warmup`` (timed by a callback, device synchronised),
 the settings used and the padding share of the batches.
@@ -71,13 +74,16 @@ class SentenceDataset(torch.utils.data.Dataset):
 
 
 class PadCollator:
-    """Pads each batch to its longest sentence (what ``DataCollatorWithPadding`` does), counting the padding."""
+    """Pads each batch to its longest sentence, rounded up to ``multiple`` (what ``DataCollatorWithPadding`` does
+    with ``pad_to_multiple_of``), counting the padding."""
 
-    def __init__(self):
+    def __init__(self, multiple: int = 1):
+        self.multiple = multiple
         self.real = self.positions = self.batches = 0
 
     def __call__(self, items):
         longest = max(len(it["input_ids"]) for it in items)
+        longest = -(-longest // self.multiple) * self.multiple
         ids = torch.full((len(items), longest), PAD, dtype=torch.long)
         for row, it in enumerate(items):
             ids[row, : len(it["input_ids"])] = torch.from_numpy(it["input_ids"])
@@ -118,6 +124,8 @@ def training_arguments(a, out_dir: Path):
         kwargs["optim"] = "adamw_torch"
     if a.precision in ("bf16", "fp16"):
         kwargs[a.precision] = True
+    if a.torch_compile:
+        kwargs.update(torch_compile=True, torch_compile_backend=a.compile_backend)
     return TrainingArguments(**kwargs)
 
 
@@ -130,12 +138,18 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--settings", choices=("best", "default"), default="best")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    p.add_argument("--torch-compile", action="store_true", help="the Trainer's torch_compile=True")
+    p.add_argument("--compile-backend", default="inductor",
+                   help="torch.compile backend with --torch-compile (eager: dynamo's tracing only, for dry runs)")
+    p.add_argument("--pad-to-multiple-of", type=int, default=1, help="pad each batch to a multiple of this")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--device", choices=("cpu", "cuda", "npu"), default="cpu")
     p.add_argument("--size", choices=sorted(SIZE_TABLES), default="reduced")
     p.add_argument("--out-dir", type=Path, default=WORK / "hf_trainer", help="the Trainer's output_dir")
     a = p.parse_args(argv)
+    if a.pad_to_multiple_of < 1:
+        p.error(f"--pad-to-multiple-of {a.pad_to_multiple_of}: expected a positive integer")
     if a.precision == "auto":
         a.precision = device_precision(a.device)
 
@@ -165,7 +179,7 @@ def main(argv=None) -> int:
                 sync()
                 clock[state.global_step] = (time.perf_counter(), time.process_time())
 
-    collator = PadCollator()
+    collator = PadCollator(a.pad_to_multiple_of)
     trainer = Trainer(model=model, args=training_arguments(a, a.out_dir), train_dataset=SentenceDataset(sents, targets),
                       data_collator=collator, callbacks=[Timer()])
     out = trainer.train()
@@ -176,7 +190,10 @@ def main(argv=None) -> int:
                           samples_per_cpu_s=samples / (c1 - c0) if c1 > c0 else None,
                           pad_ratio=1 - collator.real / collator.positions,
                           real_tokens_per_batch=collator.real / collator.batches,
-                          settings=a.settings, optim=trainer.args.optim.value if hasattr(trainer.args.optim, "value")
+                          settings=a.settings, torch_compile=trainer.args.torch_compile,
+                          compile_backend=trainer.args.torch_compile_backend if a.torch_compile else None,
+                          pad_to_multiple_of=a.pad_to_multiple_of,
+                          optim=trainer.args.optim.value if hasattr(trainer.args.optim, "value")
                           else str(trainer.args.optim), precision=a.precision, loss=out.training_loss)))
     return 0
 
