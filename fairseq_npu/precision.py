@@ -42,7 +42,7 @@ these variables. They are set by the flags named; setting them by hand does the 
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 AMP_DTYPE_ENV = "FAIRSEQ_NPU_AMP_DTYPE"
 AMP_DTYPES = ("float16", "bfloat16")
@@ -51,6 +51,38 @@ OPT_LEVELS = ("O0", "O1", "O2")
 # ModelZoo's own fairseq parser defaulted to (its scripts pass --opt-level O2 explicitly), so a ModelZoo command
 # line means here what it meant there; O1 also keeps fp32 weights, the safer recipe when nothing was asked for.
 DEFAULT_OPT_LEVEL = "O1"
+
+
+# "<opt level> <loss scale>", e.g. "O2 128.0", "O1 dynamic", "O0 default" (apex's own); unset: apex not driving
+APEX_ENV = "FAIRSEQ_NPU_APEX"
+COMBINE_GRAD_LEVELS = ("O1", "O2")  # Ascend apex: combine_grad and its NpuFused* optimizers only at these levels
+
+
+@dataclass(frozen=True)
+class ApexRequest:
+    opt_level: str
+    loss_scale: Union[float, str, None]  # a number (static scale), "dynamic", or None: apex's default
+
+
+def request_apex(opt_level: Optional[str], loss_scale: Optional[str] = None) -> None:
+    """Record for this process (and its spawned workers) that apex drives the run; ``None`` clears it."""
+    if opt_level is None:
+        os.environ.pop(APEX_ENV, None)
+        return
+    try:
+        scale = "default" if loss_scale is None else "dynamic" if loss_scale == "dynamic" else str(float(loss_scale))
+    except ValueError:
+        scale = "default"  # argparse rejects the value with its own message right after
+    os.environ[APEX_ENV] = f"{opt_level} {scale}"
+
+
+def apex_requested() -> Optional[ApexRequest]:
+    """Whether apex.amp drives this run (``--use-apex`` with apex installed), and how."""
+    value = os.environ.get(APEX_ENV, "").split()
+    if len(value) != 2:
+        return None
+    level, scale = value
+    return ApexRequest(level, None if scale == "default" else scale if scale == "dynamic" else float(scale))
 
 
 @dataclass(frozen=True)

@@ -92,3 +92,11 @@ def test_the_cycle_finder_finds_cycles():
 
 if __name__ == "__main__":
     pytest.main([__file__])
+
+
+def test_optimizers_do_not_import_mixed_precision():
+    # the optimizer is a kernel choice; who drives precision (apex or torch.amp) is decided in fairseq_npu.precision
+    graph = import_graph()
+    optim = [name for name in graph if name.startswith("fairseq_npu.optim")]
+    assert "fairseq_npu.optim.fused_adamw" in optim
+    assert {(m, dep) for m in optim for dep in graph[m] if dep.startswith("fairseq_npu.amp")} == set()

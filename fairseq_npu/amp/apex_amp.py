@@ -27,25 +27,20 @@ import gc
 import importlib
 import inspect
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import List, Optional, Union
 
 from fairseq_npu import device
+# who asked for apex is decided while parsing and lives with the rest of the FAIRSEQ_NPU_* contract (precision.py,
+# fairseq-free, which optim/ reads too)
+from fairseq_npu.precision import APEX_ENV, COMBINE_GRAD_LEVELS, ApexRequest  # noqa: F401
+from fairseq_npu.precision import apex_requested as requested  # noqa: F401
+from fairseq_npu.precision import request_apex as request  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
-# "<opt level> <loss scale>", e.g. "O2 128.0", "O1 dynamic", "O0 default" (apex's own); unset: apex not driving
-APEX_ENV = "FAIRSEQ_NPU_APEX"
-COMBINE_GRAD_LEVELS = ("O1", "O2")  # Ascend apex: combine_grad and its NpuFused* optimizers only at these levels
 STATE_ATTR = "fairseq_npu_apex"  # on the fairseq optimizer apex was initialized with
 STATE_KEY = "fairseq_npu_apex_amp"  # apex.amp.state_dict() inside the optimizer state of a checkpoint
-
-
-@dataclass(frozen=True)
-class ApexRequest:
-    opt_level: str
-    loss_scale: Union[float, str, None]  # a number (static scale), "dynamic", or None: apex's default
 
 
 @dataclass
@@ -57,26 +52,6 @@ class ApexState:
     param_ids: List[int]  # the parameters apex was initialized with (the model's, and the criterion's)
     overflows: int = 0
     initialize_kwargs: dict = field(default_factory=dict)
-
-
-def request(opt_level: Optional[str], loss_scale: Optional[str] = None) -> None:
-    """Record for this process (and its spawned workers) that apex drives the run; ``None`` clears it."""
-    if opt_level is None:
-        os.environ.pop(APEX_ENV, None)
-        return
-    try:
-        scale = "default" if loss_scale is None else "dynamic" if loss_scale == "dynamic" else str(float(loss_scale))
-    except ValueError:
-        scale = "default"  # argparse rejects the value with its own message right after
-    os.environ[APEX_ENV] = f"{opt_level} {scale}"
-
-
-def requested() -> Optional[ApexRequest]:
-    value = os.environ.get(APEX_ENV, "").split()
-    if len(value) != 2:
-        return None
-    level, scale = value
-    return ApexRequest(level, None if scale == "default" else scale if scale == "dynamic" else float(scale))
 
 
 def _amp_module():

@@ -50,9 +50,8 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.optim import FairseqOptimizer, register_optimizer
 from omegaconf import II, OmegaConf
 
-from fairseq_npu import device
+from fairseq_npu import device, precision
 from fairseq_npu.errors import UsageError
-from fairseq_npu.amp import apex_amp
 from fairseq_npu.optim.multi_tensor_grads import clip_grad_norm_, multiply_grads_
 from fairseq_npu.optimizer_state import check_state_shapes
 
@@ -102,8 +101,8 @@ def _npu_fused_adamw_module() -> str:
     and torch_npu would each re-point the gradients into a buffer of their own, or apex O2 would set the master
     gradients to None after each step, and the optimizer would update from stale gradients.
     Otherwise torch_npu's: apex's refuses to step outside amp.initialize, and apex refuses it at O0."""
-    request = apex_amp.requested()
-    if request is not None and request.opt_level in apex_amp.COMBINE_GRAD_LEVELS:
+    request = precision.apex_requested()
+    if request is not None and request.opt_level in precision.COMBINE_GRAD_LEVELS:
         return "apex.optimizers"
     return "torch_npu.optim"
 
