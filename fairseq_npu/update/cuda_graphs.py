@@ -191,16 +191,18 @@ class GraphedUpdate:
         captured = self.graphs[key] = _Captured(graph, static, outputs)
         logger.info(f"update: captured graph {len(self.graphs)} for batch shape "
                     f"{tuple(static['net_input']['src_tokens'].shape)} in {time.perf_counter() - started:.2f} s")
-        return self._replay(captured, host_sample, copy=False)
+        # the capture recorded the work without doing it: this batch's update is the first replay (its learning
+        # rate and step count were set on the host while capturing)
+        return self._replay(captured, host_sample, first=True)
 
-    def _replay(self, captured: _Captured, host_sample, copy=True):
+    def _replay(self, captured: _Captured, host_sample, first=False):
         update = self.update
-        if copy:
+        if not first:
             for path, source in _tensors(host_sample):
                 target = captured.inputs.get(path)
                 if target is not None:
                     target.copy_(source.pin_memory() if source.device.type == "cpu" else source, non_blocking=True)
-        update.before_replay()
+            update.before_replay()
         captured.graph.replay()
         self.replays += 1
         logging_outputs, sample_size, grad_norm = captured.outputs
