@@ -33,6 +33,8 @@ class Split:
     # field count to expect when the file has no header (CoLA train/dev)
     fields_without_header: Optional[int] = None
     submission: Optional[str] = None  # leaderboard file name of this split's predictions (test splits)
+    # column of GLUE's row index (test splits: ``index``, QQP ``id``); the submission is numbered by it
+    index_column: Optional[int] = None
 
     @property
     def labelled(self) -> bool:
@@ -94,7 +96,7 @@ def _standard(name, columns, label_column, labels, metrics, train_size, test_col
         splits=(
             Split("train.tsv", "train", columns, label_column, **train_dev),
             Split("dev.tsv", "valid", columns, label_column, **train_dev),
-            Split("test.tsv", "test", test_columns or columns, submission=f"{name}.tsv"),
+            Split("test.tsv", "test", test_columns or columns, submission=f"{name}.tsv", index_column=1),
         ),
         labels=labels,
         num_classes=num_classes or len(labels),
@@ -121,8 +123,8 @@ _TABLE = (
             Split("train.tsv", "train", (9, 10), 12),
             Split("dev_matched.tsv", "valid", (9, 10), 16),
             Split("dev_mismatched.tsv", "valid1", (9, 10), 16),
-            Split("test_matched.tsv", "test", (9, 10), submission="MNLI-m.tsv"),
-            Split("test_mismatched.tsv", "test1", (9, 10), submission="MNLI-mm.tsv"),
+            Split("test_matched.tsv", "test", (9, 10), submission="MNLI-m.tsv", index_column=1),
+            Split("test_mismatched.tsv", "test1", (9, 10), submission="MNLI-mm.tsv", index_column=1),
         ),
         labels=MNLI_LABELS,
         num_classes=3,
@@ -136,7 +138,7 @@ _TABLE = (
     GlueTask(
         name="AX",
         folder="diagnostic",
-        splits=(Split("diagnostic.tsv", "test", (2, 3), submission="AX.tsv"),),
+        splits=(Split("diagnostic.tsv", "test", (2, 3), submission="AX.tsv", index_column=1),),
         labels=None,
         num_classes=3,
         metrics=("mcc",),

@@ -140,3 +140,67 @@ def test_manifest_without_row_indices(tmp_path):
     assert glue_indices(tmp_path, "test", 3) == ([0, 1, 3], 4, [2])
     with pytest.raises(ValueError, match="has 3 rows there but 5 in the dataset"):
         glue_indices(tmp_path, "test", 5)
+
+
+def _preprocess_test_rows(root: Path, source: Path, rows, capsys):
+    """The trained task's train/dev with another test.tsv (header ``index sentence``); (exit code, error line)."""
+    from fairseq_npu.preprocess import glue
+
+    task = root / "glue" / "SST-2"
+    task.mkdir(parents=True)
+    for name in ("train.tsv", "dev.tsv"):
+        (task / name).write_bytes((source / "SST-2" / name).read_bytes())
+    _tsv(task / "test.tsv", ["index", "sentence"], rows)
+    capsys.readouterr()
+    code = glue.main([str(root / "glue"), "SST-2", "--vocab-dir", str(GPT2), "--dest", str(root), "--workers", "1",
+                      "--no-download"])
+    err = capsys.readouterr().err.strip()
+    return code, err.splitlines()[-1] if err else "", root / "SST-2-bin", task / "test.tsv"
+
+
+def test_test_rows_out_of_order_are_written_in_index_order(trained, tmp_path, capsys, monkeypatch):
+    """The file's rows in another order, each keeping its index: the submission follows the index column. Each
+    prediction is replaced by its dataset position (a one-update model predicts one class for every row), so the
+    file shows which row each index got."""
+    from fairseq_npu.cli import predict
+
+    data, checkpoint = trained
+    order = [4, 0, 7, 2, 9, 1, 6, 3, 8, 5]
+    code, _, shuffled, _ = _preprocess_test_rows(tmp_path, data.parent / "glue",
+                                                 [[i, f"test sentence number {i} good"] for i in order], capsys)
+    assert code == 0
+    real = predict.predictions
+    monkeypatch.setattr(predict, "predictions", lambda *a: {pos: f"row{pos}" for pos in real(*a)})
+    code, out, err = _predict([str(shuffled), "--path", str(checkpoint), "--output-dir", str(tmp_path / "sub")],
+                              capsys)
+    assert code == 0, err
+    lines = (tmp_path / "sub" / "SST-2.tsv").read_text().splitlines()
+    assert lines[1:] == [f"{i}\trow{order.index(i)}" for i in range(TEST_ROWS)]
+
+
+def test_a_test_row_deleted_by_hand_is_missing_not_renumbered(trained, tmp_path, capsys):
+    data, checkpoint = trained
+    rows = [[i, f"test sentence number {i} good"] for i in range(TEST_ROWS) if i != 5]
+    code, _, gap, tsv = _preprocess_test_rows(tmp_path, data.parent / "glue", rows, capsys)
+    assert code == 0
+    code, out, err = _predict([str(gap), "--path", str(checkpoint), "--output-dir", str(tmp_path / "sub")], capsys)
+    assert (code, out) == (2, "")
+    assert err.splitlines()[-1] == (
+        f"fairseq-npu-predict: error: {gap} test: 1 of 10 GLUE rows have no prediction, the index column of "
+        f"{tsv.resolve()} lacks indices 5; fix them and preprocess again, or pass --allow-missing-rows to write the "
+        "file without them")
+    assert not (tmp_path / "sub").exists()
+
+
+@pytest.mark.parametrize("rows,line", [
+    ([[0, "a good one"], [1, "a bad one"], [1, "a fine one"]],
+     "test.tsv:4: index 1 in column 1 again (first on line 3); GLUE's index column numbers each row once"),
+    ([[0, "a good one"], ["", "a bad one"]],
+     "test.tsv:3: index '' in column 1 is not a whole number >= 0; GLUE's submission is numbered by this column"),
+    ([[0, "a good one"], ["x7", "a bad one"]],
+     "test.tsv:3: index 'x7' in column 1 is not a whole number >= 0; GLUE's submission is numbered by this column"),
+])
+def test_an_index_column_with_duplicates_or_holes_is_refused(trained, tmp_path, capsys, rows, line):
+    data, _ = trained
+    code, err, _, tsv = _preprocess_test_rows(tmp_path, data.parent / "glue", rows, capsys)
+    assert (code, err) == (2, f"error: {tsv.parent}/{line}")

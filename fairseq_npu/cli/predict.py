@@ -2,10 +2,11 @@
 
     fairseq-npu-predict SST-2-bin --path checkpoints/checkpoint_best.pt [--split test] [--output-dir submission]
 
-Writes ``OUTPUT_DIR/<file>`` with a header ``index<TAB>prediction`` and one row per sentence of the split, in the
-split's order. ``index`` is the row's GLUE index (its 0-based data row in the tsv), also where preprocessing
-dropped rows (``--skip-bad-rows``): ``preprocess.json`` records them. A submission that would miss rows is refused
-with their indices, unless ``--allow-missing-rows`` writes it anyway and lists them. ``<file>`` is the leaderboard's name for test splits (``SST-2.tsv``; MNLI's
+Writes ``OUTPUT_DIR/<file>`` with a header ``index<TAB>prediction`` and one row per sentence of the split, in index
+order. ``index`` is the row's GLUE index: the test file's own index column (read at preprocessing, which refuses a
+missing or repeated value), else its 0-based data row in the tsv, also where preprocessing dropped rows
+(``--skip-bad-rows``): ``preprocess.json`` records them. A submission that would miss rows (dropped, or absent from
+the index column) is refused with their indices, unless ``--allow-missing-rows`` writes it anyway and lists them. ``<file>`` is the leaderboard's name for test splits (``SST-2.tsv``; MNLI's
 ``test``/``test1`` are ``MNLI-m.tsv``/``MNLI-mm.tsv``), else ``TASK.SPLIT.tsv``; ``--output-file`` overrides it.
 Classes are written as their label strings (mapped back through the label dictionary); STS-B scores are the
 regression output times 5 (its labels were divided by 5 at preprocessing). The file appears complete or not at all.
@@ -40,6 +41,18 @@ def format_indices(indices: List[int]) -> str:
     shown = ", ".join(str(i) for i in indices[:LISTED_INDICES])
     more = len(indices) - LISTED_INDICES
     return f"{shown}, ... ({more} more)" if more > 0 else shown
+
+
+def _why_missing(data: str, split: str, missing: List[int], dropped_words="preprocessing dropped them") -> str:
+    """Which missing indices preprocessing dropped, and which the tsv's index column never had."""
+    info = (((read_manifest(data) or {}).get("splits") or {}).get(split)) or {}
+    known = set(info.get("dropped_indices", ()))
+    dropped = [i for i in missing if i in known]
+    absent = [i for i in missing if i not in known]
+    parts = [f"{dropped_words} (indices {format_indices(dropped)})"] if dropped else []
+    if absent:
+        parts.append(f"the index column of {info.get('tsv', split)} lacks indices {format_indices(absent)}")
+    return ", and ".join(parts)
 
 
 def predictions(predictor: Predictor, split: str, scale: float) -> Dict[int, str]:
@@ -97,19 +110,19 @@ def cli_main(argv=None) -> int:
             raise ValueError(f"{args.data} {split}: no prediction for {len(missing)} of {expected} sentences "
                              f"(first: line {missing[0]}); were some longer than the model's max positions?")
         index_of, source_rows, dropped = glue_indices(args.data, split, expected)
-        rows = {index_of[i]: text for i, text in rows.items()}
+        rows = {index_of[i]: text for i, text in rows.items()}  # written in index order, whatever the file's order
         if dropped and not args.allow_missing_rows:
             raise ValueError(f"{args.data} {split}: {len(dropped)} of {source_rows} GLUE rows have no prediction, "
-                             f"preprocessing dropped them (indices {format_indices(dropped)}); fix them and "
-                             "preprocess again, or pass --allow-missing-rows to write the file without them")
+                             f"{_why_missing(args.data, split, dropped)}; fix them and preprocess again, or pass "
+                             "--allow-missing-rows to write the file without them")
         write_atomically(path, rows)
     except (FileNotFoundError, ValueError) as err:
         print(f"fairseq-npu-predict: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {len(rows)} predictions to {path}")
     if dropped:
-        print(f"fairseq-npu-predict: warning: {path} lacks {len(dropped)} of {source_rows} GLUE rows, dropped at "
-              f"preprocessing (indices {format_indices(dropped)})", file=sys.stderr)
+        print(f"fairseq-npu-predict: warning: {path} lacks {len(dropped)} of {source_rows} GLUE rows, "
+              f"{_why_missing(args.data, split, dropped, 'dropped at preprocessing')}", file=sys.stderr)
     return 0
 
 

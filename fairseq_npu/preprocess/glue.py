@@ -350,13 +350,18 @@ def _build(layout, present, source, out, dest, model, vocab_dir, workers, spm_mo
             logger.info("AX: no %s yet; predictions need the MNLI model's label/dict.txt", mnli_labels)
 
     for rows in splits:
-        manifest["splits"][rows.layout.output] = {
+        info = manifest["splits"][rows.layout.output] = {
             "tsv": str(rows.path.resolve()), "rows": len(rows), "skipped": dict(rows.skipped),
             "dropped_malformed": rows.dropped_malformed,
-            # GLUE's index of a row is its 0-based data row in the tsv; fairseq-npu-predict numbers the
-            # submission with these, so that dropped rows do not shift the later ones
+            # GLUE's index of a row: its index column (test files), else its 0-based data row in the tsv;
+            # fairseq-npu-predict numbers the submission with these, so that dropped rows do not shift the later ones
             "source_rows": rows.source_rows, "dropped_indices": rows.dropped_indices(),
         }
+        if rows.indices is not None:
+            info["index_column"] = rows.layout.index_column
+            dropped = set(info["dropped_indices"])
+            if rows.indices != [i for i in range(rows.source_rows) if i not in dropped]:
+                info["indices"] = rows.indices  # only where the column is not simply 0..N-1 in file order
         _report(layout, rows)
     missing = [s for s in layout.splits if s not in present]
     if missing:

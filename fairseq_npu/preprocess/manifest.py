@@ -1,9 +1,11 @@
 """``TASK-bin/preprocess.json``: what the preprocessor wrote, and which GLUE row each binarized row came from.
 
-GLUE's ``index`` of a row is its 0-based data row in the tsv (the ``index`` column of the test files). fairseq's
-binary datasets only know positions, which shift after a row is dropped (``--skip-bad-rows``, QQP's field-count
-rule). The manifest records, per split, the rows of the source file and the GLUE indices that were dropped, so a
-submission can be numbered with the original indices.
+GLUE's ``index`` of a row is the value of its index column in the test files (``index``, QQP's ``id``), and its
+0-based data row in the other splits. fairseq's binary datasets only know positions, which shift after a row is
+dropped (``--skip-bad-rows``, QQP's field-count rule) and say nothing of a file whose rows are out of order or lack
+an index. The manifest records, per split, the rows of the source file, the GLUE indices that were dropped and,
+where the index column is not simply 0..N-1 in file order, each row's index, so that a submission is numbered with
+the data's own indices.
 """
 
 import json
@@ -43,8 +45,23 @@ def glue_indices(bin_dir, split: str, num_rows: int) -> Tuple[List[int], int, Li
         return list(range(num_rows)), num_rows, []
     dropped = sorted(int(i) for i in info.get("dropped_indices", ()))
     source_rows = int(info["source_rows"])
+    if "index_column" in info:
+        return _from_index_column(bin_dir, split, info, num_rows, dropped, source_rows)
     if int(info.get("rows", num_rows)) != num_rows or source_rows - len(dropped) != num_rows:
         raise ValueError(f"{Path(bin_dir) / MANIFEST}: split {split!r} has {info.get('rows')} rows there but "
                          f"{num_rows} in the dataset; was the folder changed after preprocessing?")
     skip = set(dropped)
     return [i for i in range(source_rows) if i not in skip], source_rows, dropped
+
+
+def _from_index_column(bin_dir, split, info, num_rows, dropped, source_rows) -> Tuple[List[int], int, List[int]]:
+    """A split read with its index column: GLUE's indices are 0..N-1, N the larger of the rows in the file and the
+    highest index + 1, so that a row deleted by hand is missing, not renumbered away."""
+    skip = set(dropped)
+    kept = [int(i) for i in info["indices"]] if "indices" in info else [i for i in range(source_rows) if i not in skip]
+    if int(info.get("rows", num_rows)) != num_rows or len(kept) != num_rows:
+        raise ValueError(f"{Path(bin_dir) / MANIFEST}: split {split!r} has {info.get('rows')} rows there but "
+                         f"{num_rows} in the dataset; was the folder changed after preprocessing?")
+    total = max(source_rows, max(kept + dropped, default=-1) + 1)
+    have = set(kept)
+    return kept, total, [i for i in range(total) if i not in have]

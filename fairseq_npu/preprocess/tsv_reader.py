@@ -36,17 +36,24 @@ class SplitRows:
     dropped_malformed: int = 0  # rows dropped by QQP's field-count rule (as the stock pipeline does)
     header_lines: int = 0  # lines before the first data row (1 with a header, 0 for CoLA train/dev)
     source_rows: int = 0  # data rows in the file, kept or not
+    # splits with an index column (test files): each kept row's value, and every value read, kept or not
+    indices: Optional[List[int]] = None
+    indices_read: Dict[int, int] = field(default_factory=dict)  # index -> its line
 
     def __len__(self):
         return len(self.line_numbers)
 
     def glue_indices(self) -> List[int]:
-        """0-based data row of each kept row in the tsv: GLUE's ``index`` (the column of its test files)."""
+        """GLUE's ``index`` of each kept row: its index column where the split has one, else its 0-based data row."""
+        if self.indices is not None:
+            return list(self.indices)
         return [line - self.header_lines - 1 for line in self.line_numbers]
 
     def dropped_indices(self) -> List[int]:
         """GLUE indices of the rows that were not kept (skipped, dropped by QQP's rule, empty after encoding)."""
         kept = set(self.glue_indices())
+        if self.indices is not None:  # a row whose index could not be read is a gap in the column (predict names it)
+            return sorted(i for i in self.indices_read if i not in kept)
         return [i for i in range(self.source_rows) if i not in kept]
 
     def drop_rows(self, row_indices, reason: str, messages: List[str]) -> None:
@@ -57,6 +64,8 @@ class SplitRows:
         if self.labels is not None:
             self.labels = [self.labels[i] for i in keep]
         self.line_numbers = [self.line_numbers[i] for i in keep]
+        if self.indices is not None:
+            self.indices = [self.indices[i] for i in keep]
         self.skipped[reason] += len(drop)
         if messages:
             self.first_skipped.setdefault(reason, messages[0])
@@ -132,6 +141,9 @@ def read_split(
         rows.first_skipped.setdefault(reason, message)
 
     out_sentences, out_labels, out_lines = rows.sentences, rows.labels, rows.line_numbers
+    index_at = layout.index_column - 1 if layout.index_column else None
+    if index_at is not None:
+        rows.indices = []
     columns = [c - 1 for c in layout.input_columns]
     label_index = layout.label_column - 1 if layout.labelled else None
     labels = frozenset(task.labels) if task.labels else None
@@ -143,6 +155,13 @@ def read_split(
         if line.endswith("\r"):
             line = line[:-1]
         fields = line.split("\t")
+        index = None
+        if index_at is not None:  # never skipped: the submission is numbered by this column
+            index = _index_value(path, lineno, fields[index_at] if index_at < len(fields) else "", index_at + 1)
+            if index in rows.indices_read:
+                raise GlueInputError(f"{path}:{lineno}: index {index} in column {index_at + 1} again (first on line "
+                                     f"{rows.indices_read[index]}); GLUE's index column numbers each row once")
+            rows.indices_read[index] = lineno
         if len(fields) != expected:
             if layout.drop_rows_without_fields:
                 rows.dropped_malformed += 1
@@ -174,7 +193,17 @@ def read_split(
         for out, s in zip(out_sentences, sentences):
             out.append(s)
         out_lines.append(lineno)
+        if index is not None:
+            rows.indices.append(index)
     return rows
+
+
+def _index_value(path: Path, lineno: int, text: str, column: int) -> int:
+    value = text.strip()
+    if not value.isdigit() or not value.isascii():
+        raise GlueInputError(f"{path}:{lineno}: index {value!r} in column {column} is not a whole number >= 0; GLUE's "
+                             "submission is numbered by this column")
+    return int(value)
 
 
 def stsb_target(score: str) -> str:
