@@ -79,7 +79,8 @@ def build(plan: dict, log: training_log.TrainingLog, *, e2e_seconds: float, exit
     if signal_name:
         summary.update(status="interrupted", reason=f"stopped by {signal_name}")
     elif exit_code != 0:
-        summary.update(status="failed", reason=f"the command exited with code {exit_code}")
+        said = f": {log.error}" if log.error else ""
+        summary.update(status="failed", reason=f"the command exited with code {exit_code}{said}")
     else:
         reason = failure_reason(summary, log)
         summary.update(status="failed" if reason else "ok", **({"reason": reason} if reason else {}))

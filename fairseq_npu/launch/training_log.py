@@ -30,8 +30,11 @@ _STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)")
 # lines fairseq prints while the training timer runs but no training happens
 # fairseq's line when a run continues from its own checkpoint_last.pt (a rerun into the same folder)
 _RESUMED = re.compile(r"Loaded checkpoint \S*checkpoint_last\.pt \(epoch \d+ @ [1-9]\d* updates\)")
+# a command's one-line refusal (``fairseq-train: error: ...``, errors.py), or the last line of a traceback
+_ERROR = re.compile(r"^[\w.-]+: error: \S")
+_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b.*")
 _PAUSE = re.compile(r"begin validation on|Saving checkpoint to|Preparing to save checkpoint|begin dry-run validation")
-_GRAPH_REPORT = re.compile(r"update: graph report (\{.*\})\s*$")  # fairseq_npu/update/cuda_graphs.py, each log step
+_GRAPH_REPORT = re.compile(r"update: graph report (\{.*\})\s*$")  # fairseq_npu/update/graphs.py, each log step
 
 
 def _count(value) -> int:
@@ -73,6 +76,7 @@ class TrainingLog:
     evals: List[Dict[str, float]] = field(default_factory=list)  # lines of fairseq-npu-evaluate --json
     world_size: Optional[int] = None
     resumed: bool = False  # training continued from a checkpoint that had made updates
+    error: Optional[str] = None  # the last error line: why a command that failed did
     graph_report: Optional[dict] = None  # the last ``update: graph report`` (--update-mode graph)
     # every record by its tag (train_inner, train, valid, valid_<subset>...), numbers as floats, and the line's
     # timestamp as ``_time`` (seconds since the epoch, local time) where it has one
@@ -94,6 +98,8 @@ def parse(lines: Union[str, Iterable[str]]) -> TrainingLog:
                 pass
             continue
         if match is None:
+            if _ERROR.match(line) or _EXCEPTION.match(line):
+                log.error = line.strip()
             world = _WORLD.search(line)
             report = _GRAPH_REPORT.search(line)
             if report:
