@@ -137,6 +137,7 @@ class _FakeCudaUpdate:
 
     def __init__(self):
         self.device = torch.device("cuda", 0)
+        self.device_type = "cuda"
         self.precision = "bf16"
         self.zero_in_place = False
         self.eager = 0
@@ -153,7 +154,7 @@ def _sample(batch, length):
 
 def test_graph_plan_falls_back_with_a_named_reason():
     from fairseq_npu.data import PadBuckets
-    from fairseq_npu.update.cuda_graphs import GraphedUpdate, WARMUP_UPDATES
+    from fairseq_npu.update.graphs import GraphedUpdate, WARMUP_UPDATES
 
     update = _FakeCudaUpdate()
     graphs = GraphedUpdate(update, batch_size=8, buckets=PadBuckets((32, 64)), criterion_name="sentence_prediction")
@@ -177,13 +178,14 @@ def test_graph_plan_falls_back_with_a_named_reason():
 def test_graph_mode_runs_eagerly_off_cuda_and_says_why(data, caplog):
     import logging
 
-    with caplog.at_level(logging.WARNING, logger="fairseq_npu.update.cuda_graphs"):
+    with caplog.at_level(logging.WARNING, logger="fairseq_npu.update.graphs"):
         trainer, batch = build(data, PRECISIONS["fp32"], "graph")
         trainer.train_step([batch])
     held = trainer.__dict__["_fairseq_npu_update"]
-    assert held.disabled == "device cpu (CUDA graphs need cuda)"
-    assert "update: --update-mode graph runs eagerly: device cpu (CUDA graphs need cuda)" in caplog.text
-    assert held.report()["fallbacks"] == {"device cpu (CUDA graphs need cuda)": 1}
+    why = "device cpu (graphs need cuda, or npu with torch_npu's NPUGraph)"
+    assert held.disabled == why
+    assert f"update: --update-mode graph runs eagerly: {why}" in caplog.text
+    assert held.report()["fallbacks"] == {why: 1}
 
 
 def test_unsupported_run_keeps_stock_train_step(data, caplog):
@@ -229,8 +231,8 @@ def test_summary_records_the_graph_report():
     report = {"captured": True, "graphs": 4, "capture_seconds": 1.25, "updates": 1000, "replayed": 980,
               "replay_share": 0.98, "fallbacks": {"warm-up": 12, "partial batch": 8}, "disabled": None}
     text = "\n".join([
-        '2026-12-04 10:00:00 | INFO | fairseq_npu.update.cuda_graphs | update: graph report {"graphs": 1}',
-        f"2026-12-04 10:00:09 | INFO | fairseq_npu.update.cuda_graphs | update: graph report "
+        '2026-12-04 10:00:00 | INFO | fairseq_npu.update.graphs | update: graph report {"graphs": 1}',
+        f"2026-12-04 10:00:09 | INFO | fairseq_npu.update.graphs | update: graph report "
         f"{__import__('json').dumps(report)}",
     ])
     log = training_log.parse(text)

@@ -26,7 +26,7 @@ The optimizer step needs ``--optimizer fused_adamw`` running torch's fused kerne
 once before their step, one host sync. Runs the update cannot hold (another optimizer, EMA, BMUF, several
 processes, a model-parallel or TPU run) keep fairseq's own ``train_step``; the log says why, once.
 
-``update/cuda_graphs.py`` captures ``DeviceUpdate.body`` per pad bucket and replays it.
+``update/graphs.py`` captures ``DeviceUpdate.body`` per pad bucket and replays it.
 """
 
 import contextlib
@@ -36,6 +36,7 @@ from typing import List, Optional
 import torch
 from fairseq.logging import metrics
 
+from fairseq_npu import device
 from fairseq_npu import precision as precision_policy
 from fairseq_npu.errors import TrainingDiverged
 from fairseq_npu.models.mask_every_layer_encoder import use_mask_every_layer
@@ -101,6 +102,7 @@ class DeviceUpdate:
         self.o2 = cfg.common.fp16 or cfg.common.bf16
         self.precision = precision_policy.policy(cfg.common)
         self.device = trainer.device
+        self.device_type = device.get().type  # the selected device (the stand-in's npu keeps tensors on the host)
         self.fused = self.adamw.impl == "fused"
         self.clip_norm = float(cfg.optimization.clip_norm)
         self.log_interval = max(1, int(cfg.common.log_interval))
@@ -294,7 +296,7 @@ class DeviceUpdate:
 
     def train_step(self, samples, run_body=None, prepare=True) -> dict:
         """fairseq's ``Trainer.train_step`` for this run. ``run_body(samples, dummies)`` replaces the forward,
-        backward and step (update/cuda_graphs.py replays a graph there, from the batch as loaded: ``prepare``
+        backward and step (update/graphs.py replays a graph there, from the batch as loaded: ``prepare``
         False leaves it on the host)."""
         trainer = self.trainer
         trainer._set_seed()

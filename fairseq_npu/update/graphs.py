@@ -1,13 +1,21 @@
-"""``--update-mode graph`` on cuda: the whole update captured once per batch shape in a CUDA graph, then replayed.
+"""``--update-mode graph``: the update captured once per batch shape in a device graph, then replayed.
 
 The pad buckets and full batches of ``sentence_prediction_npu`` give a training run a handful of batch shapes.
 For each shape (every tensor's shape and dtype, and the precision) the first ``WARMUP_UPDATES`` updates run
-eagerly on a side stream (torch's rule before a capture: lazy initialisations, cuBLAS workspaces and the autograd
-engine's streams settle there); the next one is captured with ``torch.cuda.graph``:
-``DeviceUpdate.body`` (zero the gradients in place, forward, backward, unscale, norm, clip, the fused AdamW step
-that skips on ``found_inf``, the loss scale update, the counters), and every later update of that shape copies
-its batch into the graph's input buffers and replays it. The host then does a few copies and one launch per
-update instead of about two thousand.
+eagerly on a side stream (torch's rule before a capture: lazy initialisations, workspaces and the autograd
+engine's streams settle there); the next one is captured, and every later update of that shape copies its batch
+into the graph's input buffers and replays it. The host then does a few copies and one launch per update instead
+of about two thousand.
+
+What is captured depends on the device (``GraphBackend``):
+
+- **cuda** (``torch.cuda.CUDAGraph``): the whole of ``DeviceUpdate.body``: zero the gradients in place, forward,
+  backward, unscale, norm, clip, the fused AdamW step that skips on ``found_inf``, the loss scale update, the
+  counters.
+- **npu** (``torch.npu.NPUGraph``, torch_npu/npu/graphs.py): the zeroing, forward and backward; the optimizer step
+  stays eager after the replay, because torch_npu's ``NpuFusedAdamW`` is not capturable. Whether this
+  torch_npu/CANN captures dropout (a replay must draw new numbers) is probed once at start
+  (``probe_npu_dropout``); where it does not, the run stays eager and says why.
 
 Memory: one pool for every graph. Graphs replay in data order, not in capture order, which is safe here because
 nothing allocated in the pool outlives a replay: gradients (zeroed in place, never set to None), parameters,
@@ -19,12 +27,12 @@ Randomness: dropout inside a graph draws from torch's graph-safe Philox state, w
 ``torch.manual_seed`` resets; fairseq seeds every update with seed + update number, so a run is reproducible from
 ``--seed`` (its dropout masks are not the eager run's).
 
-The kernel's eps is fixed at capture: fairseq's eps placement makes it ``eps / sqrt(1 - beta2 ** step)``, which a
-graph cannot recompute per replay; it is captured at the capture step's value (the two agree to float32 once
-``beta2 ** step`` is negligible, and differ only where sqrt(v) is comparable to eps).
+The kernel's eps is fixed at capture (cuda): fairseq's eps placement makes it ``eps / sqrt(1 - beta2 ** step)``,
+which a graph cannot recompute per replay; it is captured at the capture step's value (the two agree to float32
+once ``beta2 ** step`` is negligible, and differ only where sqrt(v) is comparable to eps).
 
-An update runs eagerly, with the same numerics, and the reason is counted (``fallbacks``) when: the device is not
-cuda; the batch is partial or a dummy; its length is not a pad bucket; there are several batches per update
+An update runs eagerly, with the same numerics, and the reason is counted (``fallbacks``) when: the device has no
+graphs (cpu); the batch is partial or a dummy; its length is not a pad bucket; there are several batches per update
 (``--update-freq > 1``); the shape is still warming up; the graph limit is reached; a capture failed for this shape
 (one warning naming the cause; the run goes on).
 """
@@ -33,6 +41,7 @@ import json
 import logging
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Dict, Optional
 
 import torch
@@ -47,6 +56,38 @@ MAX_GRAPHS = 16  # pad buckets x precisions of one run stay far below this
 SHAPE_DETERMINED_SAMPLE_SIZE = ("sentence_prediction",)
 
 
+@dataclass(frozen=True)
+class GraphBackend:
+    device_type: str
+    module: object  # torch.cuda or torch.npu: Stream, stream, current_stream, synchronize, graph, graph_pool_handle
+    graph_class: type
+    whole_update: bool  # the optimizer step too (cuda), or forward and backward only (npu)
+
+
+def graph_backend(device_type: str) -> Optional[GraphBackend]:
+    if device_type == "cuda":
+        return GraphBackend("cuda", torch.cuda, torch.cuda.CUDAGraph, whole_update=True)
+    if device_type == "npu" and hasattr(getattr(torch, "npu", None), "NPUGraph"):
+        return GraphBackend("npu", torch.npu, torch.npu.NPUGraph, whole_update=False)
+    return None
+
+
+def probe_npu_dropout(backend: GraphBackend, device) -> Optional[str]:
+    """None when this torch_npu/CANN captures dropout (two replays draw different masks), else why not."""
+    try:
+        ones = torch.ones(256, device=device)
+        graph = backend.graph_class()
+        with backend.module.graph(graph):
+            dropped = torch.nn.functional.dropout(ones, 0.5, training=True)
+        graph.replay()
+        first = dropped.clone()
+        graph.replay()
+        same = torch.equal(first, dropped)
+    except Exception as err:  # a build that cannot capture at all
+        return f"NPU graph capture of dropout failed ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+    return "this torch_npu/CANN replays dropout's captured mask" if same else None
+
+
 def _tensors(tree, prefix=""):
     """(path, tensor) pairs of a nested sample, in a fixed order."""
     if torch.is_tensor(tree):
@@ -57,17 +98,6 @@ def _tensors(tree, prefix=""):
     elif isinstance(tree, (list, tuple)):
         for i, item in enumerate(tree):
             yield from _tensors(item, f"{prefix}/{i}")
-
-
-def _set(tree, path, value):
-    keys = [k for k in path.split("/") if k]
-    for key in keys[:-1]:
-        tree = tree[int(key)] if isinstance(tree, (list, tuple)) else tree[key]
-    last = keys[-1]
-    if isinstance(tree, list):
-        tree[int(last)] = value
-    else:
-        tree[last] = value
 
 
 class _Captured:
@@ -94,11 +124,15 @@ class GraphedUpdate:
         self.capture_seconds = 0.0
         self.pool = None
         self.side_stream = None
+        device_type = update.device_type
+        self.backend = graph_backend(device_type)
         self.disabled = None
-        if update.device.type != "cuda":
-            self.disabled = f"device {update.device.type} (CUDA graphs need cuda)"
+        if self.backend is None:
+            self.disabled = f"device {device_type} (graphs need cuda, or npu with torch_npu's NPUGraph)"
         elif criterion_name not in SHAPE_DETERMINED_SAMPLE_SIZE:
             self.disabled = f"criterion {criterion_name}: its sample size is not fixed by the batch shape"
+        elif self.backend.device_type == "npu":
+            self.disabled = probe_npu_dropout(self.backend, update.device)
         update.on_read_out = self.log_report  # every --log-interval updates: the last one in the log is the run's
         if self.disabled:
             logger.warning(f"update: --update-mode graph runs eagerly: {self.disabled}")
@@ -160,36 +194,41 @@ class GraphedUpdate:
     # ---------------------------------------------------------------------------------------------------------
 
     def _on_side_stream(self, batches, dummies):
+        module = self.backend.module
         if self.side_stream is None:
-            self.side_stream = torch.cuda.Stream()
-        self.side_stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(self.side_stream):
+            self.side_stream = module.Stream()
+        self.side_stream.wait_stream(module.current_stream())
+        with module.stream(self.side_stream):
             result = self.update.body(batches, dummies)
-        torch.cuda.current_stream().wait_stream(self.side_stream)
+        module.current_stream().wait_stream(self.side_stream)
         return result
 
     def _capture(self, key, batches, dummies, host_sample):
-        update = self.update
+        update, backend = self.update, self.backend
         static = batches[0]  # already on the device: it becomes the graph's input buffers
         started = time.perf_counter()
-        graph = torch.cuda.CUDAGraph()
+        graph = backend.graph_class()
         if self.pool is None:
-            self.pool = torch.cuda.graph_pool_handle()
+            self.pool = backend.module.graph_pool_handle()
         try:
-            torch.cuda.synchronize()
-            with update.capturing(), torch.cuda.graph(graph, pool=self.pool):
-                outputs = update.body([static], [False])
-            torch.cuda.synchronize()
+            backend.module.synchronize()
+            with update.capturing(), backend.module.graph(graph, pool=self.pool):
+                if backend.whole_update:
+                    outputs = update.body([static], [False])
+                else:  # npu: forward and backward; the step runs eagerly after each replay
+                    update.zero_grad()
+                    outputs = (*update.forward_backward([static], [False]), None)
+            backend.module.synchronize()
         except Exception as err:  # any capture failure: this shape runs eagerly from now on
             self.failed[key] = f"{type(err).__name__}: {err}"
-            logger.warning(f"update: CUDA graph capture failed for batch shape "
+            logger.warning(f"update: {backend.device_type} graph capture failed for batch shape "
                            f"{tuple(static['net_input']['src_tokens'].shape)} ({type(err).__name__}: "
                            f"{str(err).splitlines()[0] if str(err) else ''}); that shape runs eagerly")
             self.fallbacks["capture failed for this shape"] += 1
             return update.body(batches, dummies)
         self.capture_seconds += time.perf_counter() - started
         captured = self.graphs[key] = _Captured(graph, static, outputs)
-        logger.info(f"update: captured graph {len(self.graphs)} for batch shape "
+        logger.info(f"update: captured {backend.device_type} graph {len(self.graphs)} for batch shape "
                     f"{tuple(static['net_input']['src_tokens'].shape)} in {time.perf_counter() - started:.2f} s")
         # the capture recorded the work without doing it: this batch's update is the first replay (its learning
         # rate and step count were set on the host while capturing)
@@ -197,15 +236,20 @@ class GraphedUpdate:
 
     def _replay(self, captured: _Captured, host_sample, first=False):
         update = self.update
+        whole = self.backend.whole_update
         if not first:
             for path, source in _tensors(host_sample):
                 target = captured.inputs.get(path)
                 if target is not None:
-                    target.copy_(source.pin_memory() if source.device.type == "cpu" else source, non_blocking=True)
-            update.before_replay()
+                    pinned = source.device.type == "cpu" and self.backend.device_type == "cuda"
+                    target.copy_(source.pin_memory() if pinned else source, non_blocking=True)
+            if whole:
+                update.before_replay()
         captured.graph.replay()
         self.replays += 1
         logging_outputs, sample_size, grad_norm = captured.outputs
+        if not whole:
+            grad_norm = update.step(sample_size)  # npu: the optimizer step, eagerly
         # host numbers the criterion and task logged at capture time, recomputed for this batch
         refreshed = []
         for output in logging_outputs:

@@ -3,7 +3,7 @@
 * ``stock`` (the default of plain fairseq-train): fairseq's own ``Trainer.train_step``, unchanged.
 * ``device``: ``DeviceUpdate`` (update/device_update.py), the whole update on the device with no host sync.
 * ``graph``: the same update, captured once per batch shape in a CUDA graph and replayed
-  (update/cuda_graphs.py); eager ``device`` updates where the device or the batch does not allow it.
+  (update/graphs.py); eager ``device`` updates where the device or the batch does not allow it.
 
 The launch scripts' fast preset asks for ``graph`` on cuda and ``device`` elsewhere (fairseq_npu/launch/recipes.py).
 Like ``--amp-dtype``, the choice travels in ``$FAIRSEQ_NPU_UPDATE_MODE`` (fairseq's configs drop flags they do not
@@ -73,7 +73,7 @@ def _build(trainer):
     update = DeviceUpdate(trainer)
     if mode == "device":
         return update
-    from fairseq_npu.update.cuda_graphs import GraphedUpdate
+    from fairseq_npu.update.graphs import GraphedUpdate
 
     task_cfg = trainer.task.cfg
     static_batch = str(getattr(task_cfg, "static_batch", "off"))

@@ -6,7 +6,7 @@ import types
 
 import torch
 
-from . import optim  # noqa: F401  (torch_npu.optim.NpuFusedAdamW)
+from . import graphs, optim  # noqa: F401  (torch_npu.optim.NpuFusedAdamW)
 from .grad_scaler import GradScaler
 
 CALLS = []  # (name, args) of every torch.npu call, for assertions
@@ -32,7 +32,12 @@ npu.is_available = lambda: STATE["available"]
 npu.device_count = lambda: STATE["count"] if STATE["available"] else 0
 npu.current_device = lambda: STATE["current"]
 npu.set_device = _set_device
-npu.synchronize = _recorded("synchronize")
+def _synchronize(*args):
+    graphs.synchronize(*args)  # refused while a graph is being captured
+    CALLS.append(("synchronize", args))
+
+
+npu.synchronize = _synchronize
 npu.empty_cache = _recorded("empty_cache")
 npu.manual_seed = _recorded("manual_seed")
 npu.manual_seed_all = _recorded("manual_seed_all")
@@ -51,6 +56,10 @@ def get_amp_supported_dtype():
 
 
 npu.get_amp_supported_dtype = get_amp_supported_dtype
+# NPU graphs (torch_npu/npu/graphs.py): capture and replay, with the real capture's rules (graphs.py here)
+for _name in ("NPUGraph", "graph", "graph_pool_handle", "is_current_stream_capturing", "Stream", "stream",
+              "current_stream"):
+    setattr(npu, _name, getattr(graphs, _name))
 npu.amp = types.ModuleType("torch.npu.amp")
 npu.amp.GradScaler = GradScaler
 HOST_TENSORS_ENV = "TORCH_NPU_STAND_IN_HOST_TENSORS"  # "1": keep_tensors_on_host() at import (spawned processes)
@@ -110,6 +119,7 @@ def install():
 def reset():
     CALLS.clear()
     STATE.update(available=True, count=8, current=0, bf16=True)
+    graphs.STATE.update(capturing=False, dropout_capture=True)
 
 
 install()

@@ -1,0 +1,183 @@
+"""Stand-in for torch_npu's NPU graphs (``torch.npu.NPUGraph``, ``torch.npu.graph``, ``graph_pool_handle``,
+``is_current_stream_capturing``; torch_npu/npu/graphs.py), with the capture rules the update relies on.
+
+A capture records every aten operator dispatched inside ``with torch.npu.graph(g):`` (forward and backward alike)
+and ``g.replay()`` runs the recorded operators again, in order, on the same tensors, writing each result into the
+tensor the capture produced: inputs copied into the captured input tensors before a replay are what the replay
+reads, parameters and gradients updated in place stay updated, and random operators draw new numbers.
+
+Rules, as strict as the real capture:
+
+- host reads are refused while capturing (``.item()``, ``bool()``, ``.tolist()``, comparisons answered on the
+  host, operators whose output size depends on the data): the real capture cannot wait for the device
+  (torch_npu/csrc/core/npu/NPUGraphsUtils.h, ``assertNotCapturing``: stream synchronisation and generator set-up
+  are refused with "... during NPU graph capture");
+- ``torch.npu.synchronize()`` is refused while capturing (same source);
+- autocast with its weight cache is refused: a cached cast made during capture would be stale at replay
+  (torch_npu/npu/graphs.py, ``make_graphed_callables``: "does not support the autocast caching. Please set
+  `cache_enabled=False`");
+- dropout can be made uncapturable (``STATE["dropout_capture"] = False``), as it is on some torch_npu/CANN
+  versions: a graph that holds a random operator then replays the numbers of its capture.
+
+Differences from the real capture, on purpose: the recorded operators also run while capturing (the stand-in
+has no device to defer them to), so the update captures only work that is idempotent from zeroed gradients.
+"""
+
+import itertools
+
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+STATE = {"capturing": False, "dropout_capture": True}
+_POOLS = itertools.count(1)
+
+# operators that need the device's answer on the host, or whose output size depends on the data
+HOST_READS = {"_local_scalar_dense", "is_nonzero", "equal", "nonzero", "masked_select", "unique", "_unique",
+              "_unique2", "unique_consecutive", "unique_dim", "item"}
+ALLOCATIONS = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"}
+RANDOM = {"native_dropout", "bernoulli", "bernoulli_", "rand", "rand_like", "randn", "randn_like", "uniform_",
+          "normal_"}
+
+
+class CaptureError(RuntimeError):
+    pass
+
+
+def _name(func) -> str:
+    return func.overloadpacket.__name__ if hasattr(func, "overloadpacket") else getattr(func, "__name__", str(func))
+
+
+class _Recorder(TorchDispatchMode):
+    def __init__(self, graph):
+        super().__init__()
+        self.graph = graph
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = _name(func)
+        if name in HOST_READS:
+            raise CaptureError(f"{name} during NPU graph capture: the capture cannot read a device value on the host "
+                               "(torch_npu/csrc/core/npu/NPUGraphsUtils.h assertNotCapturing)")
+        out = func(*args, **kwargs)
+        # a build that cannot capture random operators replays the numbers drawn while capturing
+        frozen = out.detach().clone() if name in RANDOM and not STATE["dropout_capture"] else None
+        if name not in ALLOCATIONS:  # an allocation has nothing to redo: its memory is the graph's
+            self.graph._ops.append((func, args, kwargs, out, frozen))
+        return out
+
+
+class _AutocastCheck(TorchFunctionMode):
+    """Above the dispatcher, where autocast's state is visible (it is excluded below it)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if torch.is_autocast_cache_enabled() and any(torch.is_autocast_enabled(d) for d in ("npu", "cpu")):
+            raise CaptureError("autocast with its cache enabled during NPU graph capture; set cache_enabled=False "
+                               "(torch_npu/npu/graphs.py make_graphed_callables)")
+        return func(*args, **(kwargs or {}))
+
+
+class NPUGraph:
+    def __init__(self):
+        self._ops = None
+        self._recorder = None
+        self.auto_dispatch_capture = False
+
+    def capture_begin(self, pool=None, capture_error_mode="global"):
+        if STATE["capturing"]:
+            raise CaptureError("only one NPU graph capture may be underway at a time")
+        self._ops = []
+        self._recorder = _Recorder(self)
+        self._autocast_check = _AutocastCheck()
+        self._autocast_check.__enter__()
+        self._recorder.__enter__()
+        STATE["capturing"] = True
+
+    def capture_end(self):
+        STATE["capturing"] = False
+        self._recorder.__exit__(None, None, None)
+        self._autocast_check.__exit__(None, None, None)
+
+    def replay(self):
+        if self._ops is None:
+            raise RuntimeError("replay of an NPU graph that was never captured")
+        for func, args, kwargs, recorded, frozen in self._ops:
+            if frozen is not None:  # this build replays the random numbers of the capture
+                recorded.detach().copy_(frozen)
+                continue
+            # the device's kernels only, as a graph replays them: no autograd bookkeeping on the way
+            with torch._C._AutoDispatchBelowADInplaceOrView():
+                result = func(*args, **kwargs)
+            targets, _ = tree_flatten(recorded)
+            values, _ = tree_flatten(result)
+            for target, value in zip(targets, values):
+                if not (torch.is_tensor(target) and torch.is_tensor(value)) or target is value:
+                    continue
+                if target.data_ptr() == value.data_ptr() and target.stride() == value.stride():
+                    continue  # a view of the same memory: nothing to write
+                target.detach().copy_(value)  # the replay writes into the captured tensor, as a real one does
+
+    def pool(self):
+        return (0, next(_POOLS))
+
+    def reset(self):
+        self._ops = None
+
+
+class graph:
+    """``torch.npu.graph(npu_graph, pool=None, stream=None, auto_dispatch_capture=False,
+    capture_error_mode="global")`` as torch_npu/npu/graphs.py defines it."""
+
+    def __init__(self, npu_graph, pool=None, stream=None, auto_dispatch_capture=False, capture_error_mode="global"):
+        self.npu_graph = npu_graph
+        self.pool = () if pool is None else (pool,)
+        self.capture_error_mode = capture_error_mode
+
+    def __enter__(self):
+        synchronize()
+        self.npu_graph.capture_begin(*self.pool, capture_error_mode=self.capture_error_mode)
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        self.npu_graph.capture_end()
+
+
+def graph_pool_handle():
+    return (0, next(_POOLS))
+
+
+def is_current_stream_capturing():
+    return STATE["capturing"]
+
+
+def synchronize(*args):
+    if STATE["capturing"]:
+        raise CaptureError("synchronize during NPU graph capture (torch_npu/csrc/core/npu/NPUGraphsUtils.h "
+                           "assertNotCapturing)")
+
+
+class Stream:
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def wait_stream(self, other):
+        pass
+
+
+class _StreamContext:
+    def __init__(self, stream):
+        self.stream = stream
+
+    def __enter__(self):
+        return self.stream
+
+    def __exit__(self, *exc):
+        return False
+
+
+def stream(s):
+    return _StreamContext(s)
+
+
+def current_stream(*args):
+    return Stream()

@@ -1,0 +1,104 @@
+"""``--update-mode graph`` on npu: forward and backward captured per batch shape with torch_npu's NPUGraph, the
+optimizer step eager, against the stand-in (tests/npu_stand_in/torch_npu/graphs.py), whose capture is as strict
+as the real one (host reads, synchronize and autocast's weight cache refused) and whose dropout capture can be
+switched off as on some torch_npu/CANN builds."""
+
+import logging
+import os
+
+import pytest
+import torch
+
+from fairseq_npu import device
+from fairseq_npu.amp import smoke
+from fairseq_npu.update import mode as update_mode
+from fairseq_npu.update.graphs import WARMUP_UPDATES
+
+UPDATES = WARMUP_UPDATES + 4  # eager warm-up, the capture (and its replay), three replays
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return smoke.write_data(tmp_path_factory.mktemp("npu_graphs"))
+
+
+@pytest.fixture
+def npu_host(npu_stand_in):
+    npu_stand_in.keep_tensors_on_host()
+    assert device.get().type == "npu"
+    yield npu_stand_in
+    npu_stand_in.keep_tensors_on_host.undo()
+
+
+def train(data, update, updates=UPDATES, flags=()):
+    from fairseq.logging import metrics
+
+    metrics.reset()
+    os.environ[update_mode.ENV] = update
+    argv = smoke.train_argv(data, smoke.Mode("x", tuple(flags), torch.float32), "fused_adamw", extra=(
+        "--task", "sentence_prediction_npu", "--pad-buckets", "16", "--static-batch", "fill", "--log-interval", "4"))
+    trainer, batch = smoke.build_trainer(argv)
+    assert tuple(batch["net_input"]["src_tokens"].shape) == (16, 16)  # a full batch, padded to the bucket
+    for _ in range(updates):
+        trainer.train_step([batch])
+    weights = torch.cat([p.detach().reshape(-1) for p in trainer.model.parameters()])
+    return weights, trainer.__dict__["_fairseq_npu_update"]
+
+
+@pytest.mark.parametrize("flags", [(), ("--amp", "--amp-dtype", "bfloat16")], ids=["fp32", "amp-bf16"])
+def test_npu_graph_replays_forward_and_backward_with_eager_numerics(data, npu_host, flags):
+    eager, _ = train(data, "device", flags=flags)
+    graphed, graphs = train(data, "graph", flags=flags)
+    report = graphs.report()
+    assert report["disabled"] is None and report["graphs"] == 1
+    assert report["replayed"] == UPDATES - WARMUP_UPDATES  # the capture's own update is the first replay
+    assert report["fallbacks"] == {"warm-up": WARMUP_UPDATES}
+    assert torch.equal(eager, graphed)
+    assert graphs.update.zero_in_place  # gradients keep their addresses for the replays
+
+
+def test_npu_without_dropout_capture_stays_eager_and_says_why(data, npu_host, caplog):
+    npu_host.graphs.STATE["dropout_capture"] = False
+    with caplog.at_level(logging.WARNING, logger="fairseq_npu.update.graphs"):
+        _, graphs = train(data, "graph", updates=2)
+    why = "this torch_npu/CANN replays dropout's captured mask"
+    assert graphs.disabled == why and graphs.report()["replayed"] == 0
+    assert f"update: --update-mode graph runs eagerly: {why}" in caplog.text
+
+
+def test_a_refused_capture_keeps_the_run_going_eagerly(data, npu_host, caplog, monkeypatch):
+    # stock RoBERTa asks the device in every layer whether the batch has padding: the capture must refuse that
+    from fairseq_npu.update import device_update
+
+    monkeypatch.setattr(device_update, "use_mask_every_layer", lambda model: 0)
+    eager, _ = train(data, "device")
+    with caplog.at_level(logging.WARNING, logger="fairseq_npu.update.graphs"):
+        graphed, graphs = train(data, "graph")
+    assert "npu graph capture failed for batch shape (16, 16) (CaptureError: _local_scalar_dense during NPU graph capture" \
+        in caplog.text
+    assert graphs.report()["graphs"] == 0 and graphs.report()["fallbacks"]["capture failed for this shape"] == 4
+    assert torch.equal(eager, graphed)
+
+
+def test_stand_in_capture_is_strict(npu_host):
+    graphs = npu_host.graphs
+    x = torch.ones(4)
+    for refused, match in [(lambda: x.sum().item(), "_local_scalar_dense during NPU graph capture"),
+                           (lambda: torch.npu.synchronize(), "synchronize during NPU graph capture"),
+                           (lambda: bool(x.sum() > 0), "during NPU graph capture")]:
+        g = torch.npu.NPUGraph()
+        with pytest.raises(graphs.CaptureError, match=match):
+            with torch.npu.graph(g):
+                refused()
+        assert not torch.npu.is_current_stream_capturing()
+    g = torch.npu.NPUGraph()
+    with pytest.raises(graphs.CaptureError, match="set cache_enabled=False"):
+        with torch.npu.graph(g), torch.autocast("cpu", dtype=torch.bfloat16):
+            x + 1
+    y = torch.zeros(4)
+    g = torch.npu.NPUGraph()
+    with torch.npu.graph(g):
+        y.add_(x)  # recorded (and, in the stand-in, run once)
+    g.replay()
+    g.replay()
+    assert y.tolist() == [3.0] * 4
