@@ -124,8 +124,9 @@ def fast_settings(device_type: str, max_positions: int, batch_size: int, train_s
     """The fast preset's data flags for a device (the optimizer and precision are chosen beside them)."""
     # batches of similar length: little padding (SST-2: 66% of the positions -> 7%)
     grouping = ["--group-by-length", "--group-window", str(group_window(batch_size, train_size))]
-    # the whole update on the device, no host sync (fairseq_npu/update/); on cuda captured once per pad bucket
-    update = ["--update-mode", "graph" if device_type == "cuda" else "device"]
+    # the whole update on the device, no host sync (fairseq_npu/update/); on cuda and npu captured once per pad
+    # bucket (npu: where the start-up probe finds that this torch_npu/CANN captures dropout, else eager)
+    update = ["--update-mode", "device" if device_type == "cpu" else "graph"]
     if device_type == "cpu":
         return grouping + update
     buckets = [b for b in NPU_PAD_BUCKETS if b < max_positions]
