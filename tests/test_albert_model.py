@@ -108,3 +108,32 @@ def test_every_size_in_the_config_is_a_registered_arch():
 
     registered = {a for a, model in ARCH_MODEL_NAME_REGISTRY.items() if model == "albert"}
     assert registered == {"albert", *ARCHITECTURES}  # fairseq registers a dataclass model's own name as an arch too
+
+
+def test_matmul_attention_equals_the_fused_kernel_with_padding():
+    from fairseq_npu.models.albert.layer import matmul_attention
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(3, 4, 7, 8, dtype=torch.float64) for _ in range(3))
+    keep = torch.ones(3, 1, 1, 7, dtype=torch.bool)
+    keep[1, ..., 5:] = False
+    keep[2, ..., 2:] = False
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+    torch.testing.assert_close(matmul_attention(q, k, v, keep, 0.0), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_cpu_bf16_attention_avoids_the_fused_kernel_and_fp32_keeps_it(monkeypatch):
+    # cpu flash attention's bf16 backward is several times slower than two matmuls (docs/benchmarks.md)
+    import fairseq_npu.models.albert.layer as layer
+
+    fused = torch.nn.functional.scaled_dot_product_attention
+    calls = []
+    monkeypatch.setattr(layer.F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or fused(*a, **k))
+    model = tiny()
+    tokens = torch.tensor([[0, 5, 6, 7, 2, 1, 1]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = model(tokens, features_only=True)[0]
+    assert calls == []
+    full = model(tokens, features_only=True)[0]
+    assert len(calls) == 3  # once per layer application
+    torch.testing.assert_close(half[:, :5].float(), full[:, :5], rtol=0.05, atol=0.05)

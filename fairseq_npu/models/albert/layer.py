@@ -33,11 +33,23 @@ class AlbertSelfAttention(nn.Module):
         def heads(t):
             return t.view(bsz, seq_len, self.num_heads, self.head_dim).transpose(1, 2)
 
-        out = F.scaled_dot_product_attention(
-            heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x)), attn_mask=keep_mask,
-            dropout_p=self.attention_dropout if self.training else 0.0,
-        )
+        q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
+        dropout_p = self.attention_dropout if self.training else 0.0
+        if q.device.type == "cpu" and q.dtype != torch.float32:
+            out = matmul_attention(q, k, v, keep_mask, dropout_p)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep_mask, dropout_p=dropout_p)
         return self.out_proj(out.transpose(1, 2).reshape(bsz, seq_len, embed_dim))
+
+
+def matmul_attention(q, k, v, keep_mask, dropout_p: float) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v as two matmuls, the softmax in float32 at least. On the cpu in bfloat16 torch's fused
+    attention (flash_attention_for_cpu) runs its backward 3-6x slower than this (4 heads of 64, 16-64 tokens, batch
+    32); in float32 the two are level, so float32 keeps the fused kernel (docs/benchmarks.md, the update profile)."""
+    scores = torch.matmul(q, k.transpose(-1, -2)) * (q.size(-1) ** -0.5)
+    scores = scores.masked_fill(~keep_mask, float("-inf"))
+    probs = F.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(v.dtype)
+    return torch.matmul(F.dropout(probs, p=dropout_p, training=dropout_p > 0), v)
 
 
 class AlbertLayer(nn.Module):
