@@ -85,6 +85,21 @@ def apex_requested() -> Optional[ApexRequest]:
     return ApexRequest(level, None if scale == "default" else scale if scale == "dynamic" else float(scale))
 
 
+# fairseq's mixed-precision switches, the one list: its config names (cfg.common) and the weights dtype each O2 switch
+# casts the model to, in the order fairseq's Trainer tests them (--fp16 first, then --bf16); --amp (O1) autocasts
+HALF_WEIGHTS = {"fp16": "float16", "memory_efficient_fp16": "float16", "bf16": "bfloat16",
+                "memory_efficient_bf16": "bfloat16"}
+PRECISION_CONFIG_NAMES = (*HALF_WEIGHTS, "amp")
+
+
+def flag_name(config_name: str) -> str:
+    """``memory_efficient_fp16`` -> ``--memory-efficient-fp16``."""
+    return "--" + config_name.replace("_", "-")
+
+
+PRECISION_FLAGS = tuple(flag_name(name) for name in PRECISION_CONFIG_NAMES)
+
+
 @dataclass(frozen=True)
 class Precision:
     """How a model runs: weights dtype and autocast dtype (None: no autocast), on a device type."""
@@ -138,15 +153,18 @@ def policy(common, backend=None) -> Precision:
         from fairseq_npu import device
 
         backend = device.get()
-    flag = lambda name: bool(getattr(common, name, False))  # noqa: E731
-    # as fairseq's Trainer casts the model: --fp16 first, then --bf16; --amp autocasts on top of either
-    if flag("fp16") or flag("memory_efficient_fp16"):
-        weights = "float16"
-    elif flag("bf16") or flag("memory_efficient_bf16"):
-        weights = "bfloat16"
-    else:
-        weights = "float32"
-    return Precision(backend.type, weights, amp_dtype(backend) if flag("amp") else None)
+    weights = next((dtype for name, dtype in HALF_WEIGHTS.items() if getattr(common, name, False)), "float32")
+    return Precision(backend.type, weights, amp_dtype(backend) if getattr(common, "amp", False) else None)
+
+
+def half_weights_on_command_line(args) -> Optional[str]:
+    """The weights dtype an O2 flag of a raw fairseq command line asks for (None: fp32 weights)."""
+    return next((dtype for name, dtype in HALF_WEIGHTS.items() if flag_name(name) in args), None)
+
+
+def any_precision_config(common) -> bool:
+    """Whether fairseq's config asks for any mixed precision (O1 or O2)."""
+    return any(getattr(common, name, False) for name in PRECISION_CONFIG_NAMES)
 
 
 def native_bf16(device_type: str) -> bool:

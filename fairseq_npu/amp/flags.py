@@ -31,7 +31,7 @@ from fairseq_npu.precision import AMP_DTYPE_ENV, DEFAULT_OPT_LEVEL, OPT_LEVELS
 logger = logging.getLogger(__name__)
 
 AMP_DTYPES = {name: getattr(torch, name) for name in precision.AMP_DTYPES}
-PRECISION_FLAGS = ("--fp16", "--bf16", "--amp", "--memory-efficient-fp16", "--memory-efficient-bf16")
+PRECISION_FLAGS = precision.PRECISION_FLAGS
 NEVER = 2 ** 30  # a scale window no run reaches: apex's static loss scale never grows
 
 

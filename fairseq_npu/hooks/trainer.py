@@ -4,7 +4,7 @@ overflow handler's ``torch.tensor(0.0).cuda()``. Every change to the Trainer is 
 import torch
 from omegaconf import open_dict
 
-from fairseq_npu import cpu_allocator, device
+from fairseq_npu import cpu_allocator, device, precision
 from fairseq_npu.amp import apex_amp
 from fairseq_npu.amp.overflow import TorchForTrainer
 from fairseq_npu.update import mode as update_mode
@@ -106,10 +106,7 @@ def apex_build_optimizer(original):
                                    "(apex cannot initialize twice); drop --use-apex for this run")
             return  # fairseq rebuilds the optimizer before loading a checkpoint into it: keep apex's
         req = apex_amp.requested()
-        common = self.cfg.common
-        precision = common.fp16 or common.bf16 or common.amp or common.memory_efficient_fp16 \
-            or common.memory_efficient_bf16
-        if req is None or precision:
+        if req is None or precision.any_precision_config(self.cfg.common):
             return original(self)
         original(self)
         apex_amp.initialize(self, req)

@@ -68,14 +68,13 @@ def amp_mode(args: Sequence[str], device_type: str) -> Tuple[str, str]:
     if "--use-apex" in args:
         level = flag_value(args, "--opt-level") or precision.DEFAULT_OPT_LEVEL
         return f"apex {level}", "bf16" if "--bf16" in args else "fp16"
-    half = "bf16" if ("--bf16" in args or "--memory-efficient-bf16" in args) else "fp16"
+    short = {"bfloat16": "bf16", "float16": "fp16"}
     if "--amp" in args:
         # --amp-dtype auto (precision.amp_dtype): bfloat16 on cpu, float16 on the accelerators
         dtype = flag_value(args, "--amp-dtype") or ("bfloat16" if device_type == "cpu" else "float16")
-        return "O1", {"bfloat16": "bf16", "float16": "fp16"}[dtype]
-    if any(a in args for a in ("--fp16", "--bf16", "--memory-efficient-fp16", "--memory-efficient-bf16")):
-        return "O2", half
-    return "-", "fp32"
+        return "O1", short[dtype]
+    weights = precision.half_weights_on_command_line(args)
+    return ("O2", short[weights]) if weights else ("-", "fp32")
 
 
 @dataclass
