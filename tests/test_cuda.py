@@ -1,10 +1,19 @@
 """On a CUDA GPU (skipped elsewhere; `pytest -m cuda` runs these, benchmarks/gpu_check.sh does): the device choice,
-NCCL, fused AdamW against fairseq's adam, fp16 / bf16 training with a skipped overflowing step, and resume."""
+NCCL, fused AdamW against fairseq's adam, fp16 / bf16 training with a skipped overflowing step, and resume.
 
+The captured update (``--update-mode graph``, fairseq_npu/update/, docs/update.md) against the same update run
+eagerly (``--update-mode device``), on tiny models with dropout off: the same weights after 20 updates, so the same
+losses (fairseq logs losses rounded to 3 decimals; the weights, which fix every loss, are compared unrounded: fp32
+within 1e-5 relative, bf16 within BF16_RTOL); through fairseq-train, an fp16 overflow skipped inside a graph, resume
+from a checkpoint a captured run saved, and the fallback for a length outside the pad buckets. Those fairseq-train
+runs are started together (one GPU runs them side by side) the first time a test needs them."""
+
+import math
 import re
 import socket
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -39,6 +48,181 @@ def last_record(text, kind="train_inner"):
     from fairseq_npu.launch import training_log
 
     return training_log.parse(text).records[kind][-1]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the captured update against the eager one
+
+UPDATES = 20
+FP32_RTOL = 1e-5
+# bfloat16 keeps 8 significant bits: a weight rounded the other way differs by 2**-8 of itself, and moves the
+# later updates by a fraction of that
+BF16_RTOL = 1e-2
+# fp16 gradients of the tiny model's loss times this overflow (the classifier's alone are ~1/16): the first
+# updates are skipped, several more than the eager warm-up of a shape, and the halved scale fits well within the run
+HALF_INIT_SCALE = 2**24
+TINY_ALBERT = ["--arch", "albert_base", "--embedding-dim", "16"]  # the tiny RoBERTa's sizes otherwise
+# one pad bucket holding every tiny sentence (at most 22 tokens with <s> and </s>) and full batches: one shape,
+# one graph; dropout off, so that the captured and the eager run compute the same numbers
+CAPTURABLE = ["--optimizer", "fused_adamw", "--pad-buckets", "32", "--static-batch", "fill", "--dropout", "0",
+              "--attention-dropout", "0", "--pooler-dropout", "0", "--max-update", str(UPDATES)]
+RUNS = {  # name -> fairseq-train flags after the tiny model's
+    "roberta-fp32-graph": [*CAPTURABLE, "--update-mode", "graph", "--save-interval-updates", "10"],
+    "roberta-fp16-overflow-graph": [*CAPTURABLE, "--fp16", "--fp16-init-scale", str(HALF_INIT_SCALE),
+                                    "--update-mode", "graph"],
+    # a bucket of 16: a batch whose longest sentence has more tokens keeps its length, one outside the buckets,
+    # and must run eagerly
+    "roberta-outside-buckets-graph": [*CAPTURABLE, "--pad-buckets", "16", "--update-mode", "graph"],
+}
+
+
+SAVING = ("roberta-fp32-graph",)  # the run the resume test continues
+
+
+def fairseq_train(data, extra, save_dir=None):
+    """(exit code, output) of fairseq-train of the tiny RoBERTa on the GPU with ``extra`` after its flags."""
+    args = [a for a in tiny_roberta_args(data, "sentence_prediction_npu") if a != "--cpu"]
+    if save_dir is not None:
+        args = [a for a in args if a != "--no-save"] + ["--save-dir", str(save_dir), "--no-epoch-checkpoints"]
+    out = subprocess.run([sys.executable, "-m", "fairseq_cli.train", *args, *extra], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    return out.returncode, out.stdout + out.stderr
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_data, tmp_path_factory):
+    """Every run of RUNS, started at once; then the captured run resumed from its checkpoint at update 10."""
+    root = tmp_path_factory.mktemp("graph_runs")
+    with ThreadPoolExecutor(max_workers=len(RUNS)) as pool:
+        futures = {name: pool.submit(fairseq_train, tiny_data, flags, root / name if name in SAVING else None)
+                   for name, flags in RUNS.items()}
+        done = {name: f.result() for name, f in futures.items()}
+    saved = sorted((root / "roberta-fp32-graph").glob(f"checkpoint_*_{UPDATES // 2}.pt"))
+    if saved:
+        done["roberta-fp32-graph-resumed"] = fairseq_train(
+            tiny_data, [*RUNS["roberta-fp32-graph"], "--restore-file", str(saved[0])], root / "resumed")
+    done["saved at 10"] = (0, [str(p) for p in saved])
+    return done
+
+
+def run_log(runs, name):
+    """The parsed training log of a run that must have succeeded."""
+    from fairseq_npu.launch import training_log
+
+    code, text = runs[name]
+    assert code == 0, f"{name}: exit code {code}\n{text[-3000:]}"
+    return training_log.parse(text)
+
+
+def losses(log):
+    inner = log.records["train_inner"]
+    assert [r["num_updates"] for r in inner][-1] == UPDATES
+    return {int(r["num_updates"]): r["loss"] for r in inner}
+
+
+def assert_all_captured(log):
+    """One graph, every update after the warm-up replayed it, nothing else fell back."""
+    from fairseq_npu.update.graphs import WARMUP_UPDATES
+
+    report = log.graph_report
+    assert report is not None and report["graphs"] == 1 and report["updates"] == UPDATES, report
+    assert report["fallbacks"] == {"warm-up": WARMUP_UPDATES}, report
+    assert report["replayed"] == UPDATES - WARMUP_UPDATES, report
+
+
+def train_in_process(data, update, flags, monkeypatch):
+    """fairseq's Trainer of the tiny model (fairseq_npu/amp/smoke.py: one fixed batch of 16, dropout off, fused
+    AdamW) on the GPU, UPDATES updates with ``--update-mode update``; returns its weights and its update object."""
+    from fairseq.logging import metrics
+
+    from fairseq_npu.amp import smoke
+    from fairseq_npu.update import mode as update_mode
+
+    metrics.reset()  # as fairseq-train starts: no meters of an earlier trainer in this process
+    monkeypatch.setenv(update_mode.ENV, update)
+    trainer, batch = smoke.build_trainer(smoke.train_argv(
+        data, smoke.Mode(update, tuple(flags), torch.float32), "fused_adamw",
+        # a graph keeps the AdamW kernel's eps of its capture step (docs/update.md); at eps 1e-8 that difference
+        # lies far below float32's, so the comparison sees everything else
+        extra=("--log-interval", "5", "--adam-eps", "1e-8")))
+    assert trainer.device.type == "cuda"
+
+    def weights():
+        return torch.cat([p.detach().float().reshape(-1) for p in trainer.model.parameters()])
+
+    initial = weights()
+    for _ in range(UPDATES):
+        trainer.train_step([batch])
+    return initial, weights(), update_mode.existing(trainer)
+
+
+@pytest.fixture(scope="module")
+def smoke_data(tmp_path_factory):
+    from fairseq_npu.amp import smoke
+
+    return smoke.write_data(tmp_path_factory.mktemp("graph_smoke"))
+
+
+@pytest.mark.parametrize("model, flags, rtol", [
+    ("roberta", (), FP32_RTOL), ("albert", tuple(TINY_ALBERT), FP32_RTOL), ("roberta", ("--bf16",), BF16_RTOL),
+], ids=["roberta-fp32", "albert-fp32", "roberta-bf16"])
+def test_captured_update_gives_the_eager_weights(smoke_data, monkeypatch, model, flags, rtol):
+    from fairseq_npu.update.graphs import WARMUP_UPDATES
+
+    initial, graphed, update = train_in_process(smoke_data, "graph", flags, monkeypatch)
+    report = update.report()
+    assert report["graphs"] == 1 and report["fallbacks"] == {"warm-up": WARMUP_UPDATES}, report
+    assert report["replayed"] == UPDATES - WARMUP_UPDATES, report
+    same_start, eager, _ = train_in_process(smoke_data, "device", flags, monkeypatch)
+    assert torch.equal(initial, same_start)
+    distance = ((graphed - eager).norm() / eager.norm()).item()
+    assert distance <= rtol, distance
+    # the updates moved the weights far more than the two runs differ
+    moved = ((eager - initial).norm() / eager.norm()).item()
+    assert moved > 10 * rtol, moved
+
+
+def test_fp16_overflow_is_skipped_inside_the_graph_and_training_goes_on(runs):
+    from fairseq_npu.update.graphs import WARMUP_UPDATES
+
+    log = run_log(runs, "roberta-fp16-overflow-graph")
+    assert_all_captured(log)
+    inner = log.records["train_inner"]
+    overflows = [int(r["overflows"]) for r in inner]  # the running count, one record per update
+    # the scale halves on each skipped update until the gradients fit: the first updates are all skipped, past
+    # the eager warm-up (updates 1-3) and the capture (4): update 5 was skipped by a replayed graph
+    first = WARMUP_UPDATES + 2
+    assert overflows[:first] == list(range(1, first + 1)), overflows
+    assert overflows == sorted(overflows) and overflows[-1] < UPDATES, overflows  # and later updates applied
+    last = inner[-1]
+    # halved once per skipped update, never grown (fairseq's scale window, 2**14 updates, is far longer)
+    assert last["loss_scale"] * 2 ** overflows[-1] == HALF_INIT_SCALE, (last["loss_scale"], overflows)
+    assert last["num_updates"] == UPDATES and math.isfinite(last["loss"])
+
+
+def test_captured_run_resumes_from_its_checkpoint(runs):
+    assert runs["saved at 10"][1], "the captured run saved no checkpoint at update 10"
+    resumed = run_log(runs, "roberta-fp32-graph-resumed")
+    code, text = runs["roberta-fp32-graph-resumed"]
+    assert re.search(rf"Loaded checkpoint .*checkpoint_\d+_{UPDATES // 2}\.pt \(epoch \d+ @ {UPDATES // 2} updates\)",
+                     text), text[-2000:]
+    after = {int(r["num_updates"]): r["loss"] for r in resumed.records["train_inner"]}
+    assert sorted(after) == list(range(UPDATES // 2 + 1, UPDATES + 1))
+    whole = losses(run_log(runs, "roberta-fp32-graph"))
+    # the logged losses are rounded to 3 decimals: equal to within one unit of the last (a resume that lost the
+    # optimizer's moments or the step count moves them by far more)
+    worst = max(abs(after[u] - whole[u]) for u in after)
+    assert worst <= 1e-3, (worst, after, whole)
+    assert resumed.graph_report["graphs"] == 1 and resumed.graph_report["replayed"] > 0
+
+
+def test_length_outside_the_pad_buckets_runs_eagerly(runs):
+    log = run_log(runs, "roberta-outside-buckets-graph")
+    report = log.graph_report
+    outside = report["fallbacks"].get("length outside the pad buckets", 0)
+    assert outside > 0, report
+    assert report["updates"] == UPDATES == report["replayed"] + sum(report["fallbacks"].values()), report
+    assert log.records["train_inner"][-1]["num_updates"] == UPDATES
 
 
 def test_cuda_is_chosen_and_pairs_with_nccl(fresh_device):
@@ -109,6 +293,9 @@ def test_amp_fp16_skips_an_overflow_and_bf16_trains(tiny_data):
     # the skipped steps: counted in the records (the plugin's "overflows") or logged by fairseq's AMP path
     skipped = sum(r.get("overflows", 0) for r in inner) > 0 or re.search(r"overflow detected", fp16, re.IGNORECASE)
     assert skipped and inner[-1]["num_updates"] == 4 and inner[-1]["loss_scale"] < 2**30, fp16[-2000:]
+    # the scale started at the --amp-init-scale asked for (not --fp16-init-scale's 128): 4 updates halve it at
+    # most 4 times
+    assert inner[-1]["loss_scale"] >= 2**30 / 2**4, [r["loss_scale"] for r in inner]
     bf16 = train(tiny_data, "--amp", "--amp-dtype", "bfloat16", "--max-update", "4")
     rec = last_record(bf16)
     assert rec["num_updates"] == 4 and rec["loss"] == rec["loss"]
