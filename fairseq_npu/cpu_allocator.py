@@ -22,6 +22,8 @@ import logging
 import os
 import platform
 
+from fairseq_npu.errors import UsageError
+
 logger = logging.getLogger(__name__)
 
 ENV_VAR = "FAIRSEQ_NPU_CPU_MALLOC"  # "auto" (default), "keep" or "system"
@@ -37,7 +39,7 @@ _applied = None  # None: not tried yet in this process; else the outcome (True: 
 def choice() -> str:
     value = os.environ.get(ENV_VAR, "auto").strip().lower()
     if value not in CHOICES:
-        raise ValueError(f"${ENV_VAR}={os.environ[ENV_VAR]!r}: use 'auto' (the default), 'keep' or 'system'")
+        raise UsageError(f"${ENV_VAR}={os.environ[ENV_VAR]!r}: use 'auto' (the default), 'keep' or 'system'")
     return value
 
 

@@ -20,6 +20,8 @@ from typing import Optional, Tuple
 
 import torch
 
+from fairseq_npu.errors import UsageError
+
 logger = logging.getLogger(__name__)
 
 ENV_VAR = "FAIRSEQ_NPU_DEVICE"
@@ -141,7 +143,7 @@ def select(requested: Optional[str] = None, force_cpu: bool = False) -> DeviceBa
         source = f"{ENV_VAR}={requested}"
     requested = requested.lower()
     if requested not in DEVICE_TYPES:
-        raise ValueError(f"{ENV_VAR} / --device-type must be one of {DEVICE_TYPES}, got {requested!r}")
+        raise UsageError(f"{ENV_VAR} / --device-type must be one of {DEVICE_TYPES}, got {requested!r}")
 
     if force_cpu or _cpu_forced:
         asked = f"--device-type {requested}" if source == "requested" else source

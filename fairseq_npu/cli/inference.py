@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from fairseq_npu import glue_tasks
+from fairseq_npu.cli.checkpoint_kind import check_checkpoint_kind
 
 logger = logging.getLogger("fairseq_npu.cli")
 
@@ -94,15 +95,21 @@ class Predictor:
         from fairseq import checkpoint_utils
 
         from fairseq_npu import device, precision
+        from fairseq_npu.environment import check_environment
 
+        check_environment()
         if not os.path.isfile(args.path):
             raise FileNotFoundError(f"--path: no checkpoint at {args.path}")
         if not os.path.isdir(args.data):
             raise FileNotFoundError(f"data directory {args.data} does not exist")
         self.backend = device.set_backend(args.device_type, force_cpu=args.cpu)
         self.rank, self.world = init_distributed(self.backend)
+        overrides = {"data": args.data}
+        state = checkpoint_utils.load_checkpoint_to_cpu(args.path, arg_overrides=overrides)  # verified first
+        glue_task = glue_tasks.glue_task(args.glue_task) if args.glue_task else glue_tasks.infer_glue_task(args.data)
+        check_checkpoint_kind(args.path, state, args.data, glue_task)
         models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
-            [args.path], arg_overrides={"data": args.data}
+            [args.path], arg_overrides=overrides, state=state
         )
         self.model = models[0]
         self.task = task
@@ -111,9 +118,7 @@ class Predictor:
         self.head = getattr(task.cfg, "classification_head_name", "sentence_classification_head")
         if not hasattr(self.model, "classification_heads") or self.head not in self.model.classification_heads:
             raise ValueError(f"--path {args.path}: the model has no classification head named {self.head!r}")
-        self.glue_task = (
-            glue_tasks.glue_task(args.glue_task) if args.glue_task else glue_tasks.infer_glue_task(args.data)
-        )
+        self.glue_task = glue_task
         self.device = self.backend.device() if self.backend.type != "cpu" else torch.device("cpu")
         # weights and autocast as training's flags decide them (fairseq_npu.precision)
         self.precision = precision.policy(

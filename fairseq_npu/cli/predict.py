@@ -84,11 +84,24 @@ def write_atomically(path: str, rows: Dict[int, str]) -> None:
         raise
 
 
+def check_output_location(args) -> None:
+    """A ValueError naming the flag if the prediction file could not be written where it is asked for."""
+    flag, where = ("--output-file", args.output_file) if args.output_file else ("--output-dir", args.output_dir)
+    if args.output_file and os.path.isdir(args.output_file):
+        raise ValueError(f"--output-file {args.output_file}: is a directory; give a file name")
+    folder = os.path.dirname(os.path.abspath(args.output_file)) if args.output_file else os.path.abspath(where)
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise ValueError(f"{flag} {where}: {folder} is a file, not a directory")
+
+
 def cli_main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     quiet_logs()
     split = args.split or "test"
     try:
+        check_output_location(args)  # before the model runs
         predictor = Predictor(args)
         task = predictor.glue_task
         if args.output_file:
@@ -115,7 +128,10 @@ def cli_main(argv=None) -> int:
             raise ValueError(f"{args.data} {split}: {len(dropped)} of {source_rows} GLUE rows have no prediction, "
                              f"{_why_missing(args.data, split, dropped)}; fix them and preprocess again, or pass "
                              "--allow-missing-rows to write the file without them")
-        write_atomically(path, rows)
+        try:
+            write_atomically(path, rows)
+        except OSError as err:  # a full disk, a read-only folder
+            raise ValueError(f"cannot write {path}: {err.strerror or err}") from None
     except (FileNotFoundError, ValueError) as err:
         print(f"fairseq-npu-predict: error: {err}", file=sys.stderr)
         return 2

@@ -162,6 +162,17 @@ HOOKS: List[Hook] = [
          "naming the file (and line)",
          "stock fails with a FileNotFoundError traceback for a wrong data folder, and with a bare Exception naming "
          "no line for a binary dict.txt"),
+    Hook(SentencePredictionTask, "load_dataset", tasks.sentence_prediction_load_dataset,
+         "the split's binarized files are checked first (fairseq_npu/data_checks/binarized.py): a missing split, an "
+         "empty, garbage or truncated .idx, a .bin of another size than its .idx describes, keys with different "
+         "numbers of sentences, an id beyond its dict.txt, class labels for a regression model or the reverse: a "
+         "UsageError naming the file",
+         "stock fails in numpy, in assertions about --dataset-impl or dataset lengths, with a KeyError 'target', or "
+         "only at the first forward (an id beyond the embedding), each a traceback"),
+    Hook(FairseqTask, "filter_indices_by_size", tasks.filter_indices_by_size,
+         "a sentence longer than the model's max positions in a split that may not skip it (validation, "
+         "evaluation) is a UsageError naming the split, the sentence and how many are too long",
+         "stock raises a bare Exception: a traceback"),
     # ---- mixed precision and the optimizer (fairseq_npu/hooks/amp.py, fairseq_npu/amp/)
     Hook(optim, "AMPOptimizer", amp.amp_optimizer,
          "--amp builds DeviceAMPOptimizer: the device's GradScaler, fairseq's loss-scale flags, scaler state saved "

@@ -8,7 +8,7 @@ import argparse
 import contextlib
 import sys
 
-from fairseq_npu import device
+from fairseq_npu import device, environment, errors
 from fairseq_npu.amp import flags
 from fairseq_npu.argv import has_flag
 from fairseq_npu.update import mode as update_mode
@@ -48,6 +48,8 @@ def add_optimization_args(original):
 
 def parse_args_and_arch(original):
     def parse_args_and_arch(parser, input_args=None, *args, **kwargs):
+        # a FAIRSEQ_NPU_* variable the plugin cannot take: one line and exit code 2, as a bad flag
+        errors.exit_on_usage_error(environment.check_environment)
         argv = flags.translate(sys.argv[1:] if input_args is None else list(input_args))
         # fairseq's --cpu wins over --device-type and $FAIRSEQ_NPU_DEVICE, which are resolved while parsing
         with device.cpu_wins() if has_flag(argv, "--cpu") else contextlib.nullcontext():
