@@ -2,7 +2,7 @@
 plugin's ``fairseq-train`` or the Hugging Face Trainer (``benchmarks.hf_trainer``), everything in the window
 included (data loading, the framework's Python, the update).
 
-Prints one JSON line: wall ms per update, the ms per update inside aten operators (self CPU time summed; the rest
+Prints one JSON line: wall and process-CPU ms per update, the ms per update inside aten operators (self CPU time summed; the rest
 of the wall time is Python: the framework, the model's modules, data loading), the share of the operator time by
 group (matmul, attention, optimizer, norm, casts, ...) and the top operators by self CPU time.
 
@@ -57,14 +57,14 @@ class Window:
         if self.count == self.skip:
             self.prof = profile(activities=[ProfilerActivity.CPU], record_shapes=False)
             self.prof.__enter__()
-            self.t0 = time.perf_counter()
+            self.t0, self.c0 = time.perf_counter(), time.process_time()
         elif self.count == self.skip + self.window:
-            wall = time.perf_counter() - self.t0
+            wall, cpu = time.perf_counter() - self.t0, time.process_time() - self.c0
             self.prof.__exit__(None, None, None)
-            report(self.prof, wall, self.window, self.label)
+            report(self.prof, wall, cpu, self.window, self.label)
 
 
-def report(prof, wall_s: float, updates: int, label: str, top: int = 15):
+def report(prof, wall_s: float, cpu_s: float, updates: int, label: str, top: int = 15):
     events = [e for e in prof.key_averages() if not e.key.startswith("ProfilerStep")]
     # self time of aten operators only: the Python-level record_function ranges (optimizer.step#..., the
     # Trainer's own) would count their children twice
@@ -77,6 +77,7 @@ def report(prof, wall_s: float, updates: int, label: str, top: int = 15):
     ops.sort(key=lambda e: -e.self_cpu_time_total)
     out = dict(
         label=label, updates=updates, wall_ms_per_update=1000 * wall_s / updates,
+        cpu_ms_per_update=1000 * cpu_s / updates,  # process time: what a busy machine's other jobs barely move
         op_ms_per_update=op_us / 1000 / updates, python_ms_per_update=(1e6 * wall_s - op_us) / 1000 / updates,
         op_calls_per_update=sum(e.count for e in ops) / updates,
         group_share={g: round(v / op_us, 4) for g, v in sorted(groups.items(), key=lambda kv: -kv[1])},
