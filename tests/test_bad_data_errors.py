@@ -244,3 +244,12 @@ def test_evaluate_a_converted_model(tiny, tmp_path, capsys):
         2, f"fairseq-npu-evaluate: error: --path {model}: a masked_lm checkpoint (a pretrained or converted model) "
            f"has no trained classification head; fine-tune it first (fairseq-train --restore-file {model} ...) and "
            "give the checkpoint that run saves\n")
+
+
+def test_evaluate_an_unlabelled_valid_split_suggests_no_other_valid(tiny, tmp_path, capsys):
+    """The line used to say "evaluate a labelled split (e.g. --split valid)" of the valid split itself."""
+    root, _, _, cls_ckpt, _ = tiny
+    data = make_glue_dir(tmp_path / "SST-2-bin", {"train": 8, "valid": 8}, seed=5, unlabelled=("valid",))
+    assert evaluate([str(data), "--path", str(cls_ckpt)], capsys) == (
+        2, f"fairseq-npu-evaluate: error: {data}: split 'valid' has no labels; evaluate a labelled split or use "
+           "fairseq-npu-predict\n")

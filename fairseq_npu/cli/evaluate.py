@@ -36,8 +36,9 @@ def evaluate(predictor: Predictor, split: str) -> Dict[str, object]:
     if len(dataset) == 0:
         raise ValueError(f"{data}: split {split!r} is empty")
     if "target" not in dataset[0]:  # the same answer on every process: none of them starts the loop
-        raise ValueError(f"{data}: split {split!r} has no labels; evaluate a labelled split "
-                         f"(e.g. --split valid) or use fairseq-npu-predict")
+        other = " (e.g. --split valid)" if split != "valid" else ""  # never suggest the split that was given
+        raise ValueError(f"{data}: split {split!r} has no labels; evaluate a labelled split{other} "
+                         "or use fairseq-npu-predict")
     preds: List[np.ndarray] = []
     targets: List[np.ndarray] = []
     num_classes = 1

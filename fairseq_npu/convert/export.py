@@ -103,8 +103,11 @@ class FairseqCheckpoint:
         except CheckpointLoadError as err:  # damaged or unsafe: its own line names the file already
             raise ConversionError(str(err)) from None
         except Exception as err:  # noqa: BLE001 - torch/pickle raise many types for bad files
+            # the file passed the integrity check: what fails now is its content, or this project
             raise ConversionError(f"{path}: cannot be read as a fairseq checkpoint "
-                                  f"({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+                                  f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); the file is "
+                                  "intact, so if fairseq itself loads it this is a bug in fairseq_npu, please report "
+                                  "it") from None
         cfg = state.get("cfg")
         if cfg is None or cfg.get("model") is None or "model" not in state:
             raise ConversionError(f"{path}: not a fairseq checkpoint (no cfg.model or model weights)")
