@@ -31,7 +31,7 @@ MODEL, TASK = "roberta", "SST-2"
 
 
 def command(data: Path, a, arm: str, seed: int) -> List[str]:
-    out_dir = common.WORK / "capture_accuracy" / a.device / f"{arm}.seed{seed}"
+    out_dir = (a.work_dir or common.WORK / "capture_accuracy" / a.device) / f"{arm}.seed{seed}"
     fairseq = [*compare.size_flags(MODEL, a.size), "--seed", str(seed), "--update-mode", ARMS[arm],
                "--no-save"]  # the dev accuracy is in the log; a base-size checkpoint would only cost seconds
     if a.max_update:
@@ -82,6 +82,8 @@ def main(argv=None) -> int:
     p.add_argument("--time-budget", type=float, default=0, help="seconds for every run together (0: no budget)")
     p.add_argument("--data-dir", type=Path, default=common.SHARED_DATA, help="real GLUE data and vocabularies")
     p.add_argument("--out-dir", type=Path, required=True, help="writes accuracy.json there")
+    p.add_argument("--work-dir", type=Path, default=None,
+                   help="the runs' logs and output folders (default work_dirs/benchmarks/capture_accuracy/DEVICE)")
     a = p.parse_args(argv)
     started = time.monotonic()
     seeds = [int(s) for s in a.seeds.split(",")]

@@ -20,9 +20,11 @@ Two more rows, run by default on cuda only (``--rows`` picks rows on any device)
   to a multiple of 32 so that it compiles few shapes; the compilation falls inside the warm-up, a shape first met
   later is compiled inside the measured window, as a user would pay for it. ``--compile-models`` limits it.
 
-The ratios to the Trainer use its fastest row. ``--time-budget`` skips the runs that would start after it (they are
-listed in ``skipped``); ``compare.json`` is rewritten after every run, so a check stopped from outside keeps what
-it measured. A failed run is recorded with its log and the others go on; the exit code is then 1.
+The ratios to the Trainer use its fastest row. ``--time-budget`` skips the runs that would not end within it
+(expected to last as long as the same row did for another model, else as the longest run so far; they are listed
+in ``skipped``) and stops one still running at its end; the cuda-only rows run after the others, so they are cut
+first. ``compare.json`` is rewritten after every run, so a check stopped from outside keeps what it measured. A
+failed run is recorded with its log and the others go on; the exit code is then 1.
 
 Samples/s are wall-clock, over the updates after ``--warmup``: from fairseq's ``train_inner`` records for the two
 fairseq rows (``fairseq_npu/launch/training_log.py``), from the Trainer's step callback for the HF row. Prints each run, the
@@ -64,6 +66,11 @@ def size_flags(model: str, size: str) -> List[str]:
     return flags[2:]  # drop "--arch", "<model>_base"
 
 
+def work_dir(a) -> Path:
+    """Where the runs write their logs and output folders."""
+    return getattr(a, "work_dir", None) or common.WORK / "compare" / a.device
+
+
 def rows(model: str, data: Path, a, rep: int) -> List[Tuple[str, List[str]]]:
     """The selected rows of ``model`` (``a.rows``), in the table's order."""
     max_update = a.warmup + a.updates
@@ -75,7 +82,7 @@ def rows(model: str, data: Path, a, rep: int) -> List[Tuple[str, List[str]]]:
              *(common.FP16_FLAGS if a.device != "cpu" else [])]
 
     def launch_script(name: str, fairseq_flags: List[str]) -> List[str]:
-        out_dir = common.WORK / "compare" / a.device / model / f"{name}.{rep}"
+        out_dir = work_dir(a) / model / f"{name}.{rep}"
         cmd = ["bash", "test/train_performance_1p.sh", f"--data_path={data}", f"--model={model}",
                f"--device={a.device}", f"--batch-size={a.batch_size}", f"--max-update={max_update}",
                f"--output_dir={out_dir}"]
@@ -87,7 +94,7 @@ def rows(model: str, data: Path, a, rep: int) -> List[Tuple[str, List[str]]]:
     hf = common.module_command("hf_trainer", "--model", model, "--data", str(data), "--batch-size",
                                str(a.batch_size), "--warmup", str(a.warmup), "--updates", str(a.updates),
                                "--device", a.device, "--size", a.size, "--settings", "best",
-                               "--out-dir", str(common.WORK / "compare" / a.device / model / "hf"))
+                               "--out-dir", str(work_dir(a) / model / "hf"))
     hf_compile = [*hf[:-1], f"{hf[-1]}_compile", "--torch-compile", "--compile-backend", a.compile_backend,
                   "--pad-to-multiple-of", str(COMPILE_PAD_MULTIPLE)]
     chosen = [ROW_KEYS[k] for k in a.rows.split(",")]
@@ -132,12 +139,16 @@ def markdown(result: dict) -> str:
              f"(order reversed on alternate repeats). Machine: {result['machine']['cpu']}, GPU: "
              f"{result['machine']['gpu']}, torch {result['machine']['torch']}, transformers "
              f"{result['machine']['transformers']}, commit {result['machine']['commit']}.", ""]
-    lines += ["| model | row | samples/s (median) | runs | pad ratio | optimizer, precision | CUDA graphs |",
-              "|---|---|---|---|---|---|---|"]
+    # the CUDA graphs column only where a run captured its update (--update-mode graph on cuda)
+    graphed = any(r.get("graph_report") for m in result["models"].values() for row in m["rows"].values()
+                  for r in row["runs"])
+    lines += ["| model | row | samples/s (median) | runs | pad ratio | optimizer, precision |"
+              + (" CUDA graphs |" if graphed else ""), "|---|---|---|---|---|---|" + ("---|" if graphed else "")]
     for model, m in result["models"].items():
         for name, row in m["rows"].items():
             if not row["runs"]:
-                lines.append(f"| {model} | {name} | failed | - | - | - | see {row['errors'][0]['log']} |")
+                lines.append(f"| {model} | {name} | failed: see {row['errors'][0]['log']} | - | - | - |"
+                             + (" - |" if graphed else ""))
                 continue
             runs = " / ".join(f"{r['samples_per_s']:.1f}" for r in row["runs"])
             first = row["runs"][0]
@@ -146,7 +157,8 @@ def markdown(result: dict) -> str:
             graphs = first.get("graph_report")
             captured = (f"{graphs['graphs']} graphs, {graphs['replay_share']:.0%} replayed" if graphs else "-")
             lines.append(f"| {model} | {name} | {row['median']:.1f} | {runs} | "
-                         f"{'-' if pad is None else f'{pad:.3f}'} | {chosen or 'see the command'} | {captured} |")
+                         f"{'-' if pad is None else f'{pad:.3f}'} | {chosen or 'see the command'} |"
+                         + (f" {captured} |" if graphed else ""))
     lines += ["", "| model | ratio | value |", "|---|---|---|"]
     for model, m in result["models"].items():
         named = f" ({m['fastest_hf']})" if m.get("fastest_hf") else ""
@@ -205,9 +217,12 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=2, help="each repeat runs the rows in the reverse order")
     p.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS for every run (0: torch's default)")
     p.add_argument("--time-budget", type=float, default=0,
-                   help="seconds: runs that would start after it are skipped and listed (0: no budget)")
+                   help="seconds for every run together: a run that would not end within it is skipped and listed, "
+                        "one still running at its end is stopped and counted failed (0: no budget)")
     p.add_argument("--data-dir", type=Path, default=common.SHARED_DATA, help="real GLUE data and vocabularies")
     p.add_argument("--out-dir", type=Path, default=common.RESULTS / "compare")
+    p.add_argument("--work-dir", type=Path, default=None,
+                   help="the runs' logs and output folders (default work_dirs/benchmarks/compare/DEVICE)")
     a = p.parse_args(argv)
     started = time.monotonic()
     a.size = a.size or ("base" if a.device == "cuda" else "reduced")
@@ -233,6 +248,7 @@ def main(argv=None) -> int:
     data = {model: glue_data.build(model, "SST-2", a.data_dir) for model in models}
     order = {model: [name for name, _ in rows(model, data[model], a, 0)] for model in models}
     tables: Dict[str, Dict[str, dict]] = {}
+    walls: Dict[str, float] = {}  # row -> its longest run's wall seconds
     failed = 0
     for model, rep, names in plan(models, a):
         commands = dict(rows(model, data[model], a, rep))
@@ -241,11 +257,15 @@ def main(argv=None) -> int:
             row = tables.setdefault(model, {}).setdefault(
                 name, dict(command=common.shell_command(cmd, env), runs=[], errors=[]))
             left = a.time_budget - (time.monotonic() - started) if a.time_budget else 1800
-            if left <= 0:
+            # a run is started only if it should end within the budget: as long as this row took for another
+            # model, or the longest run so far
+            expected = walls.get(name, max(walls.values(), default=0.0))
+            if a.time_budget and left < max(expected, 1.0):
                 result["skipped"].append(dict(model=model, row=name, repeat=rep))
-                print(f"{model} | {name:34s} not run: out of --time-budget {a.time_budget:.0f} s", flush=True)
+                print(f"{model} | {name:34s} not run: {left:.0f} s left of --time-budget {a.time_budget:.0f} s, "
+                      f"it takes about {expected:.0f} s", flush=True)
                 continue
-            log = common.WORK / "compare" / a.device / model / f"{common.slug(name)}.{rep}.log"
+            log = work_dir(a) / model / f"{common.slug(name)}.{rep}.log"
             try:
                 run = measure(name, cmd, log, a.warmup, env, timeout=min(1800, left))
             except Exception as err:  # a failed or timed-out run: recorded, and the others still run
@@ -254,6 +274,7 @@ def main(argv=None) -> int:
                 print(f"{model} | {name:34s} FAILED: {str(err).splitlines()[0]}", flush=True)
                 continue
             row["runs"].append(run)
+            walls[name] = max(walls.get(name, 0.0), run["wall_s"])
             print(f"{model} | {name:34s} {run['samples_per_s']:8.1f} samples/s  (repeat {rep + 1}, load "
                   f"{run['load_before']} -> {run['load_after']})", flush=True)
             summarise(result, tables, order)

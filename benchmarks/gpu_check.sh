@@ -14,7 +14,8 @@
 # 4. the equal-budget accuracy row (python -m benchmarks.capture_accuracy: one SST-2 epoch from scratch, update
 #    captured vs eager, the same seeds, as many as fit);
 # 5. OUT_DIR gets five files: gpu_report.json and .md (the targets checked), compare.json, accuracy.json and
-#    logs.tar.gz (every log); work files stay in work_dirs/gpu_check.
+#    logs.tar.gz (every log); work files live in a work_dirs/gpu_check.XXXXXX folder of this call, removed at
+#    the end (their logs are in the archive), and the installed wheels in work_dirs/gpu_site.
 # Exits 0 only when every step ran completely. FAIRSEQ_NPU_GPU_PAYLOAD overrides the payload folder.
 set -uo pipefail
 
@@ -51,15 +52,22 @@ done
 [ -n "$OUT" ] || die "usage: bash benchmarks/gpu_check.sh [--dry-run] OUT_DIR"
 mkdir -p "$OUT" || die "cannot create $OUT"
 OUT="$(cd "$OUT" && pwd)"
-WORK="$REPO/work_dirs/gpu_check"
 SITE="$REPO/work_dirs/gpu_site"
-case "$OUT/" in "$WORK/"*|"$SITE/"*) die "OUT_DIR must not lie inside $WORK or $SITE" ;; esac
+case "$OUT/" in "$REPO/work_dirs/"*) die "OUT_DIR must not lie inside $REPO/work_dirs (the check's work files)" ;; esac
 START=$(date +%s)
 # the dry run's CPU is slower than the GPU and shared: its limits are the budgets times SLACK
 SLACK=1
 [ "$DRY_RUN" = 1 ] && SLACK=4
-# this call's files only: the output folder never mixes two checks
-rm -rf "$WORK" && mkdir -p "$WORK" || die "cannot create $WORK"
+# this call's files only: the output folder never mixes two checks, and two checks (or a check and the CPU
+# benchmarks) never share a work folder
+WORK="$(mkdir -p "$REPO/work_dirs" && mktemp -d "$REPO/work_dirs/gpu_check.XXXXXX")" \
+    || die "cannot create a work folder in $REPO/work_dirs"
+archive() {  # every log in one archive: this call's step logs and the runs' own (compare rows, accuracy arms)
+    (cd "$WORK" && tar -czf "$OUT/logs.tar.gz" --exclude='*.pt' $(ls -A)) \
+        || echo "gpu_check.sh: warning: the log archive is incomplete" >&2
+}
+# a check stopped early (die) still leaves its logs in OUT_DIR
+trap '[ -f "$OUT/logs.tar.gz" ] || archive; rm -rf "$WORK"' EXIT
 rm -f "$OUT"/{gpu_report.json,gpu_report.md,compare.json,accuracy.json,logs.tar.gz}
 
 if [ "$DRY_RUN" = 1 ]; then
@@ -70,7 +78,6 @@ if [ "$DRY_RUN" = 1 ]; then
     fi
     DATA="${FAIRSEQ_NPU_SHARED_DATA:-$REPO/../shared/data}"
     [ -d "$DATA/glue" ] || DATA="$PAYLOAD/data"
-    DEVICE=cpu
     COMPARE=(--device cpu --size tiny --warmup 10 --updates 10 --repeats 1 --compile-backend eager)
     ACCURACY=(--device cpu --size tiny --max-update 20)
     echo "gpu_check.sh: dry run on this CPU with $PYTHON" >"$WORK/install.log"
@@ -84,12 +91,12 @@ else
     rm -rf "$SITE"
     timeout "$BUDGET_INSTALL_S" "$PYTHON" -m pip install --disable-pip-version-check --no-index --no-deps --upgrade \
         --target "$SITE" "$PAYLOAD"/wheels/*.whl >"$WORK/install.log" 2>&1 \
-        || die "installing the wheels failed (see $WORK/install.log)"
+        || die "installing the wheels failed (see install.log in $OUT/logs.tar.gz)"
     export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" PATH="$SITE/bin:$PATH"
     "$PYTHON" -c "import fairseq, hydra, omegaconf, bitarray, sacrebleu, tensorboardX, pytest, transformers, \
 accelerate, torch; assert torch.cuda.is_available(), 'torch sees no CUDA GPU'; print('fairseq', fairseq.__version__, \
 'torch', torch.__version__, torch.cuda.get_device_name(0))" >>"$WORK/install.log" 2>&1 \
-        || die "the environment does not import (see $WORK/install.log)"
+        || die "the environment does not import (see install.log in $OUT/logs.tar.gz)"
     # one GPU for everything (tests and table): with more visible, fairseq-train would train on all of them
     export CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES:-0}"
     CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES%%,*}"
@@ -97,7 +104,6 @@ accelerate, torch; assert torch.cuda.is_available(), 'torch sees no CUDA GPU'; p
         mkdir -p "$REPO/work_dirs/benchmarks/data" && cp -rn "$PAYLOAD/bin/." "$REPO/work_dirs/benchmarks/data/"
     fi
     DATA="$PAYLOAD/data"
-    DEVICE=cuda
     # the compile row for roberta only: with albert's too the call would not fit BUDGET_TOTAL_S
     COMPARE=(--device cuda --size base --warmup 50 --updates 250 --repeats 1 --compile-models roberta)
     ACCURACY=(--device cuda --size base)
@@ -106,14 +112,13 @@ INSTALL_S=$(( $(date +%s) - START ))
 # no network: transformers must not wait on the Hub (the Trainer's models are built from configs)
 export PYTHON FAIRSEQ_NPU_SHARED_DATA="$DATA" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 cd "$REPO" || die "cannot enter $REPO"
-# the benchmarks' own run folders of earlier calls would end up in this call's log archive
-rm -rf "work_dirs/benchmarks/compare/$DEVICE" "work_dirs/benchmarks/capture_accuracy/$DEVICE"
 
 # each step under a time limit (a hung step, an NCCL rendezvous say, must not cost the steps after it); the
 # table and the accuracy row also get their budget to plan by, and stop starting runs when it is spent
 echo "gpu_check.sh: CUDA tests (pytest -m cuda, at most $BUDGET_TESTS_S s)"
 T0=$(date +%s)
-timeout $(( BUDGET_TESTS_S * SLACK )) "$PYTHON" -m pytest -m cuda -q -p no:cacheprovider --continue-on-collection-errors \
+timeout $(( BUDGET_TESTS_S * SLACK )) "$PYTHON" -m pytest -m cuda -q -p no:cacheprovider \
+    --continue-on-collection-errors \
     --junitxml="$WORK/pytest_cuda.xml" tests \
     >"$WORK/pytest_cuda.log" 2>&1
 TESTS_RC=$?
@@ -122,9 +127,10 @@ tail -n 1 "$WORK/pytest_cuda.log"
 
 echo "gpu_check.sh: throughput table (python -m benchmarks.compare ${COMPARE[*]}, at most $BUDGET_THROUGHPUT_S s)"
 T0=$(date +%s)
-# planned to the budget minus a margin for the run in flight at its end; the hard limit is the budget itself
+# planned to the budget less a margin for writing its table; the hard limit is the budget itself
 timeout $(( BUDGET_THROUGHPUT_S * SLACK )) "$PYTHON" -m benchmarks.compare "${COMPARE[@]}" --models "$MODELS" \
-    --rows "$ROWS" --time-budget $(( (BUDGET_THROUGHPUT_S - 30) * SLACK )) --data-dir "$DATA" --out-dir "$WORK/compare" \
+    --rows "$ROWS" --time-budget $(( (BUDGET_THROUGHPUT_S - 10) * SLACK )) --data-dir "$DATA" \
+    --out-dir "$WORK/compare" --work-dir "$WORK/compare_runs" \
     >"$WORK/compare.log" 2>&1
 COMPARE_RC=$?
 THROUGHPUT_S=$(( $(date +%s) - T0 ))
@@ -135,11 +141,13 @@ if [ "$COMPARE_RC" = 0 ] && ! grep -q '"complete": true' "$OUT/compare.json" 2>/
 
 LEFT=$(( BUDGET_TOTAL_S * SLACK - ($(date +%s) - START) - 15 ))  # 15 s for the report and the archive
 ACC_BUDGET=$(( LEFT < BUDGET_ACCURACY_S * SLACK ? LEFT : BUDGET_ACCURACY_S * SLACK ))
-echo "gpu_check.sh: accuracy row, captured vs eager (python -m benchmarks.capture_accuracy ${ACCURACY[*]}, at most $ACC_BUDGET s)"
+echo "gpu_check.sh: accuracy row, captured vs eager (python -m benchmarks.capture_accuracy ${ACCURACY[*]}," \
+    "at most $ACC_BUDGET s)"
 T0=$(date +%s)
 if [ "$ACC_BUDGET" -gt 10 ]; then
     timeout "$ACC_BUDGET" "$PYTHON" -m benchmarks.capture_accuracy "${ACCURACY[@]}" --seeds "$SEEDS" \
-        --time-budget "$ACC_BUDGET" --data-dir "$DATA" --out-dir "$WORK/accuracy" >"$WORK/accuracy.log" 2>&1
+        --time-budget "$ACC_BUDGET" --data-dir "$DATA" --out-dir "$WORK/accuracy" --work-dir "$WORK/accuracy_runs" \
+        >"$WORK/accuracy.log" 2>&1
     ACCURACY_RC=$?
 else
     echo "not run: $ACC_BUDGET s left of the call's budget" >"$WORK/accuracy.log"
@@ -154,9 +162,6 @@ tail -n 1 "$WORK/accuracy.log"
     --step-seconds "install=$INSTALL_S,tests=$TESTS_S,throughput=$THROUGHPUT_S,accuracy=$ACCURACY_S" \
     $([ "$DRY_RUN" = 1 ] && echo --dry-run)
 REPORT_RC=$?
-# every log in one archive: this call's step logs and the runs' own logs (compare rows, accuracy arms)
-tar -czf "$OUT/logs.tar.gz" -C "$REPO" --exclude='*.pt' "work_dirs/gpu_check" \
-    $(cd "$REPO" && ls -d "work_dirs/benchmarks/compare/$DEVICE" "work_dirs/benchmarks/capture_accuracy/$DEVICE" \
-      2>/dev/null) || echo "gpu_check.sh: warning: the log archive is incomplete" >&2
+archive
 echo "gpu_check.sh: $OUT: $(ls "$OUT" | tr '\n' ' ')($(( $(date +%s) - START )) s)"
 [ "$TESTS_RC" = 0 ] && [ "$COMPARE_RC" = 0 ] && [ "$ACCURACY_RC" = 0 ] && [ "$REPORT_RC" = 0 ]

@@ -5,7 +5,7 @@ import json
 import statistics
 from pathlib import Path
 
-from benchmarks import common
+from benchmarks import common, gpu_report
 
 DOC = common.REPO / "docs" / "benchmarks.md"
 NOTES = common.REPO / "benchmarks" / "report_notes.md"
@@ -243,10 +243,10 @@ def render() -> Path:
              "**The GPU check, in one call:** `bash benchmarks/gpu_wheels.sh` on a networked machine (wheels, SST-2 "
              "and vocabularies, about 40 MiB, into the git-ignored `.gpu_payload/`); copy the checkout with that "
              "folder to the GPU machine (Python 3.12, a CUDA torch, transformers, accelerate; no network needed) and "
-             f"run `bash benchmarks/gpu_check.sh {GPU_CHECK_OUT}` there: it installs from the folder, runs the CUDA "
-             "tests (`pytest -m cuda`), the same table at roberta_base / albert_base with stock's fp16 recipe, and "
-             "writes `gpu_report.json` and `.md` with the GPU targets checked (section P-GPU below; planned to "
-             "take under 8 minutes on an H200, not yet run on one). "
+             f"run `bash benchmarks/gpu_check.sh {GPU_CHECK_OUT}` there: the CUDA tests, the same table at "
+             "roberta_base / albert_base with more rows, and the accuracy of the captured update, in at most "
+             f"{gpu_report.budgets()['total']['seconds']} s, "
+             "with the GPU targets checked (section P-GPU below; not yet run on a GPU). "
              "`bash benchmarks/gpu_check.sh --dry-run DIR` runs it on a CPU at tiny sizes.", "",
              "Regenerate everything (data, measurements, plots, this page) with `python -m benchmarks.run_all` "
              "from the repository root with the venv active; `python -m benchmarks.run_all --render-only` "
@@ -256,8 +256,7 @@ def render() -> Path:
         lines += [NOTES.read_text().rstrip(), ""]
     lines += peer_section("## P. What a user gets: stock fairseq-train vs the launch script vs HF Trainer best (CPU)",
                           common.RESULTS / "compare" / "compare.json", CPU_COMPARE_COMMAND)
-    lines += peer_section("## P-GPU. The same on a GPU (roberta_base, albert_base)",
-                          common.REPO / GPU_CHECK_OUT / "compare.json", f"bash benchmarks/gpu_check.sh {GPU_CHECK_OUT}")
+    lines += gpu_report.doc_section(common.REPO / GPU_CHECK_OUT)  # section P-GPU
     for name, section in (("padding_sst2", padding_section), ("throughput_cpu", throughput_section),
                           ("throughput_cpu_default_threads", lambda r: throughput_section(
                               r, "## 1b. Training throughput, CPU, wall clock at torch's default threads (2)",

@@ -1,32 +1,144 @@
 """benchmarks/gpu_check.sh --dry-run: the GPU check's every step on this CPU at tiny sizes (the CUDA tests skip),
-so that the script works the first time it meets a GPU. Needs the real SST-2 (../shared/data)."""
+so that the script works the first time it meets a GPU (needs the real SST-2, ../shared/data); and the pieces
+that decide what it reports: the payload's dependencies, the ratios to the Trainer's fastest row, the targets,
+the step budgets, the accuracy judgement."""
 
+import ast
 import json
+import re
 import subprocess
+import tarfile
 from pathlib import Path
 
-from benchmarks import compare
+import pytest
+
+from benchmarks import capture_accuracy, common, compare, gpu_report
 
 REPO = Path(__file__).resolve().parents[1]
+OUTPUT_FILES = {"gpu_report.json", "gpu_report.md", "compare.json", "accuracy.json", "logs.tar.gz"}
 
 
-def test_dry_run_writes_the_report_with_every_row(shared_data, tmp_path):
-    out = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry-run", "--models", "roberta", str(tmp_path)],
-                         cwd=REPO, capture_output=True, text=True, timeout=300,
+def test_dry_run_writes_the_report_with_every_step(shared_data, tmp_path):
+    # two of the table's rows (the launch defaults and the Trainer with torch_compile, traced only) and one seed
+    # per accuracy arm keep this short; the full dry run is `bash benchmarks/gpu_check.sh --dry-run DIR`
+    out = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry-run", "--models", "roberta", "--rows",
+                          "launch,hf-compile", "--seeds", "1", str(tmp_path)],
+                         cwd=REPO, capture_output=True, text=True, timeout=600,
                          env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1",
                               "FAIRSEQ_NPU_SHARED_DATA": str(shared_data)})
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    assert {p.name for p in tmp_path.iterdir()} == OUTPUT_FILES
     report = json.loads((tmp_path / "gpu_report.json").read_text())
-    assert report["passed"] and report["dry_run"] and report["tests_exit_code"] == 0
+    assert report["passed"] and report["dry_run"]
+    assert report["exit_codes"] == {"install": 0, "tests": 0, "throughput": 0, "accuracy": 0}
     cuda_tests = report["tests"]["tests"]
-    assert "tests.test_cuda::test_fp16_run_resumes_from_its_last_checkpoint" in cuda_tests
+    assert "tests.test_cuda::test_captured_run_resumes_from_its_checkpoint" in cuda_tests
+    assert "tests.test_cuda::test_captured_update_gives_the_eager_weights[albert-fp32]" in cuda_tests
     assert all(outcome.startswith("skipped") for outcome in cuda_tests.values())  # no GPU here
-    rows = report["throughput"]["models"]["roberta"]["rows"]
-    assert list(rows) == [compare.STOCK, compare.LAUNCH, compare.HF]
-    assert all(row["median"] > 0 and row["command"] for row in rows.values())
-    hf = rows[compare.HF]["runs"][0]
-    assert hf["pad_ratio"] < 0.3 and hf["optim"] == "adamw_torch_fused"  # the Trainer's best: grouping, fused AdamW
-    assert hf["precision"] in ("bf16", "fp32")  # this CPU's faster one
-    assert set(report["throughput"]["models"]["roberta"]["ratios"]) == {f"{a} / {b}" for a, b in compare.RATIOS}
+    model = report["throughput"]["models"]["roberta"]
+    assert list(model["rows"]) == [compare.LAUNCH, compare.HF_COMPILE] and model["fastest_hf"] == compare.HF_COMPILE
+    assert all(row["median"] > 0 and row["command"] for row in model["rows"].values())
+    compiled = model["rows"][compare.HF_COMPILE]["runs"][0]
+    assert compiled["compile_backend"] == "eager" and compiled["optim"] == "adamw_torch_fused"
+    assert set(model["ratios"]) == {f"{compare.LAUNCH} / {compare.FASTEST_HF}"}
+    assert report["targets"]["albert"] == {"measured": False}
+    assert set(report["targets"]["roberta"]["goals"]) == {">= 4,000 samples/s", ">= 5x stock fairseq-train",
+                                                         ">= 3x the fastest HF Trainer row"}
+    accuracy = json.loads((tmp_path / "accuracy.json").read_text())
+    assert set(accuracy["runs"]) == {"captured", "eager"}
+    for arm, flag in (("captured", "graph"), ("eager", "device")):
+        run = accuracy["runs"][arm]["1"]
+        assert 0 <= run["dev_accuracy"] <= 100 and run["updates"] == 20 and f"--update-mode {flag}" in run["command"]
+    assert accuracy["judgement"]["within_seed_spread"] is None
+    with tarfile.open(tmp_path / "logs.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert {"install.log", "pytest_cuda.log", "pytest_cuda.xml", "compare.log", "accuracy.log",
+            "accuracy_runs/eager.seed1.log", "accuracy_runs/captured.seed1/train.log"} <= names
+    assert f"compare_runs/roberta/{common.slug(compare.HF_COMPILE)}.0.log" in names
+    assert not list((REPO / "work_dirs").glob("gpu_check.*"))  # the work folder went with the call
     md = (tmp_path / "gpu_report.md").read_text()
-    assert "dry run" in md and "bash test/train_performance_1p.sh" in md and "python -m benchmarks.hf_trainer" in md
+    assert "dry run" in md and "bash test/train_performance_1p.sh" in md and "--torch-compile" in md
+    assert "| 1 | " in md and "one seed per arm: no spread to judge the gap by" in md
+
+
+def _requirement_names(text: str):
+    return {re.split(r"[<>=!~\[ ;]", req, maxsplit=1)[0].lower().replace("_", "-") for req in text}
+
+
+def test_payload_carries_every_default_dependency_the_gpu_machine_lacks():
+    setup = ast.parse((REPO / "setup.py").read_text())
+    lists = {node.targets[0].id: ast.literal_eval(node.value) for node in setup.body
+             if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+             and node.targets[0].id.endswith("_REQUIREMENTS")}
+    required = _requirement_names(lists["FAIRSEQ_REQUIREMENTS"] + lists["PLUGIN_REQUIREMENTS"])
+    script = re.sub(r"#.*", "", (REPO / "benchmarks" / "gpu_wheels.sh").read_text())  # no spec holds a '#'
+
+    def names(array):  # the items of a bash array NAME=( "quoted" or bare ... )
+        body = re.search(rf"^{array}=\((.*?)\)", script, re.MULTILINE | re.DOTALL).group(1)
+        return _requirement_names(quoted or bare for quoted, bare in re.findall(r'"([^"]+)"|([^\s"]+)', body))
+
+    has, build_only, wheels = names("GPU_MACHINE_HAS"), names("BUILD_ONLY"), names("WHEELS")
+    assert "tensorboardx" in wheels and "torch" in has and not has & wheels
+    assert required - has - build_only - wheels == set()
+
+
+def test_ratios_use_the_fastest_trainer_row():
+    medians = {compare.STOCK: 500.0, compare.LAUNCH: 4500.0, compare.HF: 700.0, compare.HF_COMPILE: 1200.0,
+               compare.LAUNCH_EAGER: 1500.0}
+    assert compare.fastest_hf(medians) == compare.HF_COMPILE
+    assert compare.ratios(medians) == {
+        f"{compare.LAUNCH} / {compare.STOCK}": 9.0, f"{compare.LAUNCH} / {compare.FASTEST_HF}": 3.75,
+        f"{compare.HF} / {compare.STOCK}": 1.4, f"{compare.LAUNCH} / {compare.LAUNCH_EAGER}": 3.0,
+        f"{compare.HF_COMPILE} / {compare.HF}": 1200.0 / 700.0}
+    only_hf = compare.ratios({compare.LAUNCH: 100.0, compare.HF: 50.0})
+    assert only_hf == {f"{compare.LAUNCH} / {compare.FASTEST_HF}": 2.0}
+
+
+def test_the_eager_row_is_the_launch_row_with_the_update_uncaptured(tmp_path):
+    a = compare.main.__globals__["argparse"].Namespace(
+        warmup=10, updates=10, batch_size=32, device="cuda", size="base", rows=",".join(compare.ROW_KEYS),
+        compile_models="roberta", compile_backend="inductor")
+    rows = dict(compare.rows("albert", tmp_path, a, 0))
+    assert list(rows) == [compare.STOCK, compare.LAUNCH, compare.HF, compare.LAUNCH_EAGER]  # compile: roberta only
+    launch, eager = rows[compare.LAUNCH], rows[compare.LAUNCH_EAGER]
+    assert eager[-3:] == ["--", "--update-mode", "device"] and "--" not in launch
+    assert [c for c in eager[:-3] if "output_dir" not in c] == [c for c in launch if "output_dir" not in c]
+    compiled = dict(compare.rows("roberta", tmp_path, a, 0))[compare.HF_COMPILE]
+    assert compiled[-5:] == ["--torch-compile", "--compile-backend", "inductor", "--pad-to-multiple-of", "32"]
+
+
+def _table(launch, stock, hf):
+    rows = {compare.LAUNCH: {"median": launch, "runs": [{}]}, compare.STOCK: {"median": stock},
+            compare.HF: {"median": hf}}
+    return dict(rows=rows, ratios=compare.ratios({k: v["median"] for k, v in rows.items()}), fastest_hf=compare.HF)
+
+
+def test_targets_are_checked_for_both_models():
+    table = {"models": {"roberta": _table(4200.0, 800.0, 1400.0), "albert": _table(3900.0, 700.0, 1400.0)}}
+    got = gpu_report.targets(table)
+    assert got["roberta"]["goals"] == {">= 4,000 samples/s": True, ">= 5x stock fairseq-train": True,
+                                       ">= 3x the fastest HF Trainer row": True}
+    assert got["albert"]["goals"] == {">= 4,000 samples/s": False, ">= 5x stock fairseq-train": True,
+                                      ">= 3x the fastest HF Trainer row": False}
+    assert gpu_report.targets({"models": {"roberta": _table(4200.0, 800.0, 1400.0)}})["albert"] == {"measured": False}
+
+
+def test_step_budgets_fit_the_call():
+    budgets = gpu_report.budgets()
+    assert list(budgets) == ["install", "tests", "throughput", "accuracy", "total"]
+    assert budgets["total"]["seconds"] == 540
+    assert sum(b["seconds"] for step, b in budgets.items() if step != "total") <= budgets["total"]["seconds"] - 15
+
+
+@pytest.mark.parametrize("captured, eager, within", [
+    ([82.0, 83.0], [82.5, 83.2], True),  # gap -0.35, spread 1.0
+    ([80.0, 80.2], [83.0, 83.1], False),  # gap -2.95, spread 0.2
+    ([82.0], [83.0], None),  # one seed per arm: no spread
+])
+def test_accuracy_gap_is_judged_against_the_seeds_spread(captured, eager, within):
+    arms = {"captured": {str(i): {"dev_accuracy": v} for i, v in enumerate(captured)},
+            "eager": {str(i): {"dev_accuracy": v} for i, v in enumerate(eager)}}
+    j = capture_accuracy.judge(arms)
+    assert j["within_seed_spread"] is within
+    assert j["gap_captured_minus_eager"] == pytest.approx(sum(captured) / len(captured) - sum(eager) / len(eager))
+    assert j["note"] == ("one seed per arm: no spread to judge the gap by" if within is None else "2 seeds per arm")
