@@ -7,7 +7,7 @@ that owns it, its name, the function that builds the replacement from the origin
 what changes and why. ``install()`` applies them all and is idempotent (fairseq imports the user dir again in every
 spawned worker). On cuda most hooks step aside and stock behaviour runs unchanged. The wrappers are grouped by what
 they touch: ``flags`` (fairseq.options), ``trainer``, ``distributed``, ``checkpoints``, ``tasks``, ``amp``,
-``compat``.
+``apex`` (every ``--use-apex`` wrapper), ``compat``.
 
 ``python -m fairseq_npu.hooks [--json | --markdown]`` lists them.
 """
@@ -27,7 +27,7 @@ from fairseq.tasks.fairseq_task import FairseqTask
 from fairseq.tasks.sentence_prediction import SentencePredictionTask
 from fairseq.trainer import Trainer
 
-from fairseq_npu.hooks import amp, checkpoints, compat, distributed, flags, tasks, trainer
+from fairseq_npu.hooks import amp, apex, checkpoints, compat, distributed, flags, tasks, trainer
 from fairseq_npu.optim.fused_adamw import FairseqFusedAdamW
 from fairseq_npu.patching import is_hooked, wrap
 
@@ -59,7 +59,6 @@ class Hook:
         return is_hooked(self.owner, self.name)
 
 
-_APEX = "--use-apex with apex installed; steps aside unless apex drives the run (fairseq_npu/amp/apex_amp.py)"
 
 HOOKS: List[Hook] = [
     # ---- command line (fairseq_npu/hooks/flags.py)
@@ -90,10 +89,6 @@ HOOKS: List[Hook] = [
          "before a checkpoint is written", "the checkpoint would save the loss scale of the last log step"),
     Hook(Trainer, "clip_grad_norm", trainer.clip_grad_norm,
          "the fsdp norm aggregation moves the norm to the trainer's device", "stock calls .cuda() on it"),
-    Hook(Trainer, "_build_optimizer", trainer.apex_build_optimizer,
-         "--use-apex: apex.amp.initialize(model, optimizer, opt_level, loss_scale[, combine_grad]) after the stock "
-         "build; a rebuild keeps apex's optimizer",
-         "the ModelZoo recipe ran apex.amp from a forked Trainer; stock has no apex"),
     Hook(fairseq_trainer, "torch", trainer.torch_module,
          "the module's torch, except that torch.tensor(0.0).cuda() in the overflow handler lands on the backend",
          "stock crashes on npu and cpu the first time an --fp16 step overflows"),
@@ -205,20 +200,25 @@ HOOKS: List[Hook] = [
          "restores them after the stock load", "as above"),
     Hook(DynamicLossScaler, "check_overflow", amp.check_overflow, "counts skipped steps, logged as 'overflows'",
          "stock logs one line per overflow but no count"),
-    Hook(FairseqOptimizer, "backward", amp.apex_backward,
+    # ---- --use-apex: apex.amp drives the run (fairseq_npu/hooks/apex.py, fairseq_npu/amp/apex_amp.py)
+    Hook(Trainer, "_build_optimizer", apex.build_optimizer,
+         "--use-apex: apex.amp.initialize(model, optimizer, opt_level, loss_scale[, combine_grad]) after the stock "
+         "build; a rebuild keeps apex's optimizer",
+         "the ModelZoo recipe ran apex.amp from a forked Trainer; stock has no apex"),
+    Hook(FairseqOptimizer, "backward", apex.backward,
          "--use-apex: the backward pass through amp.scale_loss(loss, optimizer)", "stock calls loss.backward(), "
          "unscaled"),
-    Hook(FairseqOptimizer, "clip_grad_norm", amp.apex_clip_grad_norm,
+    Hook(FairseqOptimizer, "clip_grad_norm", apex.clip_grad_norm,
          "--use-apex: a step apex skips for overflow raises fairseq's OverflowError (no update, 'overflows' "
          "logged); logs apex's loss_scale",
          "otherwise fairseq counts the skipped step as an update, or stops on the inf grad norm"),
-    Hook(FairseqFusedAdamW, "clip_grad_norm", amp.apex_clip_grad_norm,
+    Hook(FairseqFusedAdamW, "clip_grad_norm", apex.clip_grad_norm,
          "the same for fused_adamw, which computes the norm itself (multi-tensor) instead of inheriting it",
          "as above, with --optimizer fused_adamw"),
-    Hook(FairseqOptimizer, "state_dict", amp.apex_state_dict,
+    Hook(FairseqOptimizer, "state_dict", apex.state_dict,
          "--use-apex: adds apex.amp.state_dict() (the loss scalers) to the optimizer state that checkpoints save",
          "apex keeps its loss scale in module globals: a resumed run would restart from 2**16 and overflow down"),
-    Hook(FairseqOptimizer, "load_state_dict", amp.apex_load_state_dict,
+    Hook(FairseqOptimizer, "load_state_dict", apex.load_state_dict,
          "--use-apex: restores apex.amp's loss scalers from that state", "as above"),
     # ---- library versions and other cuda-only code (fairseq_npu/hooks/compat.py)
     Hook(utils.set_torch_seed, "__init__", compat.set_torch_seed_init, "also seeds the npu generator",

@@ -1,11 +1,11 @@
-"""Hooks for mixed precision and the optimizer off cuda: ``--amp`` (O1), ``--fp16`` (O2) master weights, loss-scale
-overflows, and ``--use-apex`` with apex installed. The logic lives in fairseq_npu/amp/; these are the wrappers."""
+"""Hooks for mixed precision and the optimizer off cuda: ``--amp`` (O1), ``--fp16`` (O2) master weights and loss-scale
+overflows. The logic lives in fairseq_npu/amp/; these are the wrappers (``--use-apex``'s are in hooks/apex.py)."""
 
 import logging
 
 import torch
 
-from fairseq_npu.amp import apex_amp, master_weights_state
+from fairseq_npu.amp import master_weights_state
 from fairseq_npu.amp.amp_optimizer import DeviceAMPOptimizer
 from fairseq_npu.amp.autocast import autocast_for
 from fairseq_npu.amp.fp32_master_params import build_flat_fp32_params, sync_grads_to_fp32, sync_params_to_fp16
@@ -70,7 +70,7 @@ def sync_fp32_params_to_fp16(original):
     return _sync_fp32_params_to_fp16
 
 
-def _split_plugin_entry(state_dict, key: str):
+def split_plugin_entry(state_dict, key: str):
     """An optimizer state without the plugin's entry ``key`` (the torch optimizer must not see it), and that entry
     (None when the checkpoint has none)."""
     if isinstance(state_dict, dict) and key in state_dict:
@@ -93,7 +93,7 @@ def half_precision_load_state_dict(original):
     """... and restored after the stock load; a checkpoint without them loads as before."""
 
     def load_state_dict(self, state_dict, optimizer_overrides=None):
-        state_dict, extra = _split_plugin_entry(state_dict, master_weights_state.STATE_KEY)
+        state_dict, extra = split_plugin_entry(state_dict, master_weights_state.STATE_KEY)
         result = original(self, state_dict, optimizer_overrides)
         master_weights_state.restore(self, extra)
         return result
@@ -114,82 +114,3 @@ def check_overflow(original):
         log_overflows(getattr(self, "fairseq_npu_overflows", 0))
 
     return check_overflow
-
-
-# --use-apex: each steps aside unless apex drives the run (fairseq_npu/amp/apex_amp.py)
-
-
-def apex_backward(original):
-    """``with amp.scale_loss(loss, optimizer) as scaled: scaled.backward()``."""
-
-    def backward(self, loss):
-        state = apex_amp.state_of(self)
-        if state is None:
-            return original(self, loss)
-        with state.amp.scale_loss(loss, self.optimizer) as scaled_loss:
-            scaled_loss.backward()
-
-    return backward
-
-
-def apex_clip_grad_norm(original):
-    """A step apex skips becomes fairseq's OverflowError (no update counted); logs apex's loss scale."""
-    from fairseq.logging import metrics
-
-    def clip_grad_norm(self, max_norm, aggregate_norm_fn=None):
-        state = apex_amp.state_of(self)
-        if state is None:
-            return original(self, max_norm, aggregate_norm_fn)
-        scale = apex_amp.loss_scale(state.amp)
-        if scale is not None:
-            metrics.log_scalar("loss_scale", scale, priority=700, round=4, weight=0)
-        if apex_amp.skip_pending(self.optimizer):
-            self.optimizer.step()  # apex's one-shot skip: restores step() and drops the master gradients
-            state.overflows += 1
-            log_overflows(state.overflows)
-            raise OverflowError(f"apex.amp skipped the step; loss scale now {scale}")
-        grad_norm = original(self, max_norm, aggregate_norm_fn)
-        if not torch.isfinite(grad_norm).all():
-            # a static --loss-scale: apex would step on inf/nan gradients; skip the update instead
-            state.overflows += 1
-            log_overflows(state.overflows)
-            raise OverflowError(f"inf/nan gradients under apex.amp's static loss scale {scale}")
-        log_overflows(state.overflows)
-        return grad_norm
-
-    return clip_grad_norm
-
-
-def apex_state_dict(original):
-    """apex's loss-scaler state saved with the optimizer's (apex keeps it in module globals)."""
-
-    def state_dict(self):
-        state = apex_amp.state_of(self)
-        saved = original(self)
-        if state is not None and hasattr(state.amp, "state_dict"):
-            saved = dict(saved, **{apex_amp.STATE_KEY: state.amp.state_dict()})
-        return saved
-
-    return state_dict
-
-
-def apex_load_state_dict(original):
-    """apex's loss-scaler state restored from the optimizer state of a checkpoint."""
-
-    def load_state_dict(self, state_dict, optimizer_overrides=None):
-        state_dict, amp_state = _split_plugin_entry(state_dict, apex_amp.STATE_KEY)
-        result = original(self, state_dict, optimizer_overrides)
-        state = apex_amp.state_of(self)
-        if state is None:
-            if amp_state is not None:
-                logger.info("fairseq_npu: the checkpoint holds apex.amp loss-scale state; this run does not "
-                            "use --use-apex, so it is ignored")
-        elif amp_state is None:
-            logger.warning("fairseq_npu: --use-apex resumes from a checkpoint without apex.amp state; the "
-                           f"loss scale starts again from {apex_amp.loss_scale(state.amp)}")
-        else:
-            state.amp.load_state_dict(amp_state)
-            logger.info(f"fairseq_npu: apex.amp loss scale restored to {apex_amp.loss_scale(state.amp)}")
-        return result
-
-    return load_state_dict

@@ -1,11 +1,10 @@
-"""Hooks on ``fairseq.trainer``: the Trainer's device, its batches, its cache, its gradient norm, apex.amp, and the
+"""Hooks on ``fairseq.trainer``: the Trainer's device, its batches, its cache, its gradient norm, its update, and the
 overflow handler's ``torch.tensor(0.0).cuda()``. Every change to the Trainer is in this file."""
 
 import torch
 from omegaconf import open_dict
 
-from fairseq_npu import cpu_allocator, device, precision
-from fairseq_npu.amp import apex_amp
+from fairseq_npu import cpu_allocator, device
 from fairseq_npu.amp.overflow import TorchForTrainer
 from fairseq_npu.update import mode as update_mode
 
@@ -93,25 +92,6 @@ def clip_grad_norm(original):
         return self.optimizer.clip_grad_norm(clip_norm, aggregate_norm_fn=agg_norm_fn if should_agg_norm else None)
 
     return clip_grad_norm
-
-
-def apex_build_optimizer(original):
-    """--use-apex: amp.initialize after the stock build; later rebuilds keep apex's optimizer."""
-
-    def _build_optimizer(self):
-        kept = apex_amp.state_of(self._optimizer) if self._optimizer is not None else None
-        if kept is not None:  # this model is apex's already, whatever was parsed since
-            if apex_amp.trainable_param_ids(self) != kept.param_ids:
-                raise RuntimeError("--use-apex: the model's parameters changed after apex.amp.initialize "
-                                   "(apex cannot initialize twice); drop --use-apex for this run")
-            return  # fairseq rebuilds the optimizer before loading a checkpoint into it: keep apex's
-        req = apex_amp.requested()
-        if req is None or precision.any_precision_config(self.cfg.common):
-            return original(self)
-        original(self)
-        apex_amp.initialize(self, req)
-
-    return _build_optimizer
 
 
 # fairseq.trainer's ``torch``: the module, with a ``torch.tensor`` whose ``.cuda()`` lands on the backend
