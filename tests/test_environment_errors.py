@@ -2,12 +2,11 @@
 
 Before: FAIRSEQ_NPU_DEVICE=gpu and FAIRSEQ_NPU_CPU_MALLOC=fast ended fairseq-train in a traceback,
 FAIRSEQ_NPU_AMP_DTYPE=fp8 was reported as a flag (--amp-dtype) the user never gave, and FAIRSEQ_NPU_APEX or
-FAIRSEQ_NPU_UPDATE_MODE garbage was ignored or failed late. One case runs the real fairseq-train.
+FAIRSEQ_NPU_UPDATE_MODE garbage was ignored or failed late. fairseq-train's parsing runs in this process; the real
+command with a bad variable is a case of benchmarks/fault_injection.py.
 """
 
 import logging
-import os
-import subprocess
 import sys
 
 import pytest
@@ -31,15 +30,6 @@ def line(name: str, prog: str) -> str:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return make_glue_dir(tmp_path_factory.mktemp("env") / "SST-2-bin", {"train": 8, "valid": 8}, seed=7)
-
-
-def test_fairseq_train_with_a_bad_device_variable(data):
-    env = dict(os.environ, OMP_NUM_THREADS="1", FAIRSEQ_NPU_DEVICE="gpu")
-    done = subprocess.run([sys.executable, "-m", "fairseq_cli.train", *tiny_roberta_args(data, "sentence_prediction")],
-                          capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 2, done.stderr[-2000:]
-    assert "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines()[-1] == line("FAIRSEQ_NPU_DEVICE", "fairseq-train")
 
 
 @pytest.mark.parametrize("name", sorted(BAD))
