@@ -16,7 +16,8 @@ Environment contract
 --------------------
 fairseq's dataclass configs drop flags they do not know, and spawned workers (``--distributed-world-size``) parse
 nothing, so what the plugin decides while the command line is parsed travels to run time, and to every worker, in
-these variables. They are set by the flags named; setting them by hand does the same.
+these variables. They are set by the flags named; setting them by hand does the same, and a value outside those
+listed is refused with one line before fairseq parses (``fairseq_npu.environment``).
 
 ``FAIRSEQ_NPU_DEVICE`` = auto | npu | cuda | cpu
     The device type (``fairseq_npu.device``); set by ``--device-type``. fairseq's ``--cpu`` wins over it.
