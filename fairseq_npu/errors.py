@@ -19,6 +19,11 @@ class TrainingDiverged(UsageError):
     rate, precision) must change. Reported like a UsageError: one line, exit code 2."""
 
 
+# skipped updates in a row (non-finite gradients) after which a run has diverged: every later one would be skipped
+# too. The device update (fairseq_npu/update/) and the --amp optimizer of stock's update both stop there.
+MAX_CONSECUTIVE_SKIPS = 100
+
+
 def _prog() -> str:
     """The command's name as argparse prints it; ``python -m fairseq_cli.train`` reads as fairseq-train."""
     path = sys.argv[0] if sys.argv and sys.argv[0] else "fairseq"

@@ -27,6 +27,7 @@ from fairseq.optim.amp_optimizer import AMPOptimizer
 from fairseq.optim.fairseq_optimizer import FairseqOptimizer
 
 from fairseq_npu import precision
+from fairseq_npu.errors import MAX_CONSECUTIVE_SKIPS, TrainingDiverged
 from fairseq_npu.amp import flags
 from fairseq_npu.amp.grad_scaler import make_grad_scaler, scale_window
 
@@ -48,6 +49,7 @@ class DeviceAMPOptimizer(AMPOptimizer):
         self.min_loss_scale = cfg.common.min_loss_scale
         self.threshold_loss_scale = cfg.common.threshold_loss_scale
         self.overflows = 0
+        self.consecutive_skips = 0  # the divergence check (fairseq_npu.errors.MAX_CONSECUTIVE_SKIPS)
         self._grads_finite = True
         logger.info(
             f"AMP (O1): autocast {str(self.fairseq_npu_autocast_dtype).replace('torch.', '')}, "
@@ -64,6 +66,12 @@ class DeviceAMPOptimizer(AMPOptimizer):
         self.scaler.unscale_(self.fp32_optimizer)
         grad_norm = self.fp32_optimizer.clip_grad_norm(max_norm, aggregate_norm_fn)
         self._grads_finite = bool(torch.isfinite(grad_norm).all())
+        self.consecutive_skips = 0 if self._grads_finite else self.consecutive_skips + 1
+        if self.consecutive_skips >= MAX_CONSECUTIVE_SKIPS:
+            raise TrainingDiverged(
+                f"training diverged: the last {self.consecutive_skips} updates had non-finite gradients and were "
+                f"skipped ({self.overflows + 1} skipped in all"
+                + (f", loss scale {self.scaler.get_scale():g}" if self.loss_scaling else "") + "); lower --lr or use fp32")
         if not self._grads_finite:
             self.overflows += 1
             if self.loss_scaling:

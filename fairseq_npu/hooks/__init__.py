@@ -81,14 +81,17 @@ HOOKS: List[Hook] = [
          "stock moves batches only when self.cuda is true"),
     Hook(Trainer, "train_step", trainer.train_step,
          "--update-mode device/graph: the update object runs the update (fairseq_npu/update/); otherwise stock's, "
-         "and the npu cache is emptied after the first update",
+         "the npu cache emptied after the first update, and a diverged run (NaN gradients in fp32, the loss scale "
+         "at its minimum) ends with one line naming the parameters (exit 2)",
          "stock syncs the host several times per update and cannot be captured in a graph; it calls "
-         "torch.cuda.empty_cache only"),
+         "torch.cuda.empty_cache only; a diverged run ends in its NanDetector's traceback (StopIteration on torch "
+         ">= 2)"),
     Hook(Trainer, "state_dict", trainer.state_dict,
          "--update-mode device/graph: the device loss scale and skip count are read into the optimizer's state "
          "before a checkpoint is written", "the checkpoint would save the loss scale of the last log step"),
     Hook(Trainer, "clip_grad_norm", trainer.clip_grad_norm,
-         "the fsdp norm aggregation moves the norm to the trainer's device", "stock calls .cuda() on it"),
+         "the fsdp norm aggregation moves the norm to the trainer's device; a non-finite norm outside --amp records "
+         "which parameters' gradients are not finite", "stock calls .cuda() on it, and names no parameter"),
     Hook(fairseq_trainer, "torch", trainer.torch_module,
          "the module's torch, except that torch.tensor(0.0).cuda() in the overflow handler lands on the backend",
          "stock crashes on npu and cpu the first time an --fp16 step overflows"),

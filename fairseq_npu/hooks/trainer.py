@@ -5,6 +5,7 @@ import torch
 from omegaconf import open_dict
 
 from fairseq_npu import cpu_allocator, device
+from fairseq_npu.errors import TrainingDiverged
 from fairseq_npu.amp.overflow import TorchForTrainer
 from fairseq_npu.update import mode as update_mode
 
@@ -48,12 +49,34 @@ def train_step(original):
         if update is not None:  # --update-mode device / graph: the update object runs it (fairseq_npu/update/)
             return update.train_step(samples)
         first = self.get_num_updates() == 0
-        result = original(self, samples, raise_oom)
+        try:
+            result = original(self, samples, raise_oom)
+        except Exception as err:
+            # stock saves crash.pt, then reruns the batch under its NanDetector (whose hooks fail on torch >= 2.x
+            # with StopIteration, raised while handling the FloatingPointError): one line says why the run stopped
+            cause = err if isinstance(err, FloatingPointError) else err.__context__
+            if isinstance(cause, FloatingPointError):
+                raise TrainingDiverged(_diverged_line(self, cause)) from None
+            raise
         if first and self.device.type == "npu":
             device.get().empty_cache()  # stock does this on cuda only, after the first update
         return result
 
     return train_step
+
+
+_NONFINITE = "_fairseq_npu_nonfinite_grads"  # on the Trainer: the parameters whose gradients were not finite
+
+
+def _diverged_line(trainer, err) -> str:
+    """fairseq's FloatingPointError (NaN/Inf gradients in fp32, the loss scale at --min-loss-scale) as one line
+    naming the parameters whose gradients are not finite."""
+    names = trainer.__dict__.pop(_NONFINITE, None) or []
+    where = (f"; non-finite gradients in {len(names)} parameters: {', '.join(names[:3])}"
+             + (", ..." if len(names) > 3 else "")) if names else ""
+    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return (f"training diverged at update {trainer.get_num_updates() + 1}: {reason}{where} "
+            "(fairseq saved crash.pt); lower --lr or use fp32")
 
 
 def state_dict(original):
@@ -75,6 +98,14 @@ def clip_grad_norm(original):
     from fairseq.distributed import utils as distributed_utils
 
     def clip_grad_norm(self, clip_norm):
+        grad_norm = _clip_grad_norm(self, clip_norm)
+        if not self.cfg.common.amp and torch.is_tensor(grad_norm) and not bool(torch.isfinite(grad_norm).all()):
+            # stock raises FloatingPointError next (one host read, which stock makes anyway); say which gradients
+            self.__dict__[_NONFINITE] = [name for name, p in self.model.named_parameters()
+                                         if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+        return grad_norm
+
+    def _clip_grad_norm(self, clip_norm):
         if self.device.type == "cuda":
             return original(self, clip_norm)
 

@@ -38,7 +38,7 @@ from fairseq.logging import metrics
 
 from fairseq_npu import device
 from fairseq_npu import precision as precision_policy
-from fairseq_npu.errors import TrainingDiverged
+from fairseq_npu.errors import MAX_CONSECUTIVE_SKIPS, TrainingDiverged
 from fairseq_npu.models.mask_every_layer_encoder import use_mask_every_layer
 from fairseq_npu.optim.fused_adamw import FairseqFusedAdamW
 from fairseq_npu.optim.multi_tensor_grads import clip_grad_norm_
@@ -46,8 +46,6 @@ from fairseq_npu.update.loss_scale import DeviceLossScale, LossScaleConfig
 
 logger = logging.getLogger(__name__)
 
-# skipped steps in a row after which the run has diverged (every later one would be skipped too)
-MAX_CONSECUTIVE_SKIPS = 100
 
 
 def unsupported_reason(trainer) -> Optional[str]:
