@@ -114,6 +114,9 @@ def build_trainer(argv: List[str]):
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq.trainer import Trainer
 
+    from fairseq.logging import metrics
+
+    metrics.reset()  # as fairseq-train starts: no meters of an earlier pairing's trainer
     cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(options.get_training_parser(), argv))
     torch.manual_seed(cfg.common.seed)  # the same initial weights in every mode
     task = tasks.setup_task(cfg.task)

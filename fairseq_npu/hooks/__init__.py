@@ -90,8 +90,7 @@ HOOKS: List[Hook] = [
          "--update-mode device/graph: the device loss scale and skip count are read into the optimizer's state "
          "before a checkpoint is written", "the checkpoint would save the loss scale of the last log step"),
     Hook(Trainer, "clip_grad_norm", trainer.clip_grad_norm,
-         "the fsdp norm aggregation moves the norm to the trainer's device; a non-finite norm outside --amp records "
-         "which parameters' gradients are not finite", "stock calls .cuda() on it, and names no parameter"),
+         "the fsdp norm aggregation moves the norm to the trainer's device", "stock calls .cuda() on it"),
     Hook(fairseq_trainer, "torch", trainer.torch_module,
          "the module's torch, except that torch.tensor(0.0).cuda() in the overflow handler lands on the backend",
          "stock crashes on npu and cpu the first time an --fp16 step overflows"),

@@ -56,7 +56,7 @@ def train_step(original):
             # with StopIteration, raised while handling the FloatingPointError): one line says why the run stopped
             cause = err if isinstance(err, FloatingPointError) else err.__context__
             if isinstance(cause, FloatingPointError):
-                raise TrainingDiverged(_diverged_line(self, cause)) from None
+                raise TrainingDiverged(_diverged_line(self, cause, _nonfinite_gradients(self, samples))) from None
             raise
         if first and self.device.type == "npu":
             device.get().empty_cache()  # stock does this on cuda only, after the first update
@@ -65,13 +65,24 @@ def train_step(original):
     return train_step
 
 
-_NONFINITE = "_fairseq_npu_nonfinite_grads"  # on the Trainer: the parameters whose gradients were not finite
+def _nonfinite_gradients(trainer, samples) -> list:
+    """The parameters whose gradients are not finite on ``samples``: the batch run once more, only once the run has
+    failed (stock zeroed the gradients before its NanDetector rerun). Empty when that rerun fails too."""
+    try:
+        trainer.zero_grad()
+        for sample in samples:
+            sample, is_dummy = trainer._prepare_sample(sample)
+            trainer.task.train_step(sample, trainer.model, trainer.criterion, trainer.optimizer,
+                                    trainer.get_num_updates(), ignore_grad=is_dummy)
+        return [name for name, p in trainer.model.named_parameters()
+                if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+    except Exception:  # the line is still worth printing without the names
+        return []
 
 
-def _diverged_line(trainer, err) -> str:
+def _diverged_line(trainer, err, names) -> str:
     """fairseq's FloatingPointError (NaN/Inf gradients in fp32, the loss scale at --min-loss-scale) as one line
     naming the parameters whose gradients are not finite."""
-    names = trainer.__dict__.pop(_NONFINITE, None) or []
     where = (f"; non-finite gradients in {len(names)} parameters: {', '.join(names[:3])}"
              + (", ..." if len(names) > 3 else "")) if names else ""
     reason = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -98,14 +109,6 @@ def clip_grad_norm(original):
     from fairseq.distributed import utils as distributed_utils
 
     def clip_grad_norm(self, clip_norm):
-        grad_norm = _clip_grad_norm(self, clip_norm)
-        if not self.cfg.common.amp and torch.is_tensor(grad_norm) and not bool(torch.isfinite(grad_norm).all()):
-            # stock raises FloatingPointError next (one host read, which stock makes anyway); say which gradients
-            self.__dict__[_NONFINITE] = [name for name, p in self.model.named_parameters()
-                                         if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
-        return grad_norm
-
-    def _clip_grad_norm(self, clip_norm):
         if self.device.type == "cuda":
             return original(self, clip_norm)
 
