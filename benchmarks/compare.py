@@ -16,6 +16,9 @@ Two more rows, run by default on cuda only (``--rows`` picks rows on any device)
 
 - ``train_performance_1p.sh defaults, --update-mode device``: the same launch with the update run eagerly, so that
   the gain of the captured update (the fast preset's ``--update-mode graph`` on cuda) is visible beside it.
+- ``train_performance_1p.sh defaults, --update-mode stock`` (``--rows ...,launch-stock-update``, not in the default
+  table): the same launch with fairseq's own train_step, so that what the update object gains or costs shows with
+  everything else equal.
 - ``HF Trainer best + torch_compile``: the Trainer's remaining speed option (``torch_compile=True``), batches padded
   to a multiple of 32 so that it compiles few shapes; the compilation falls inside the warm-up, a shape first met
   later is compiled inside the measured window, as a user would pay for it. ``--compile-models`` limits it.
@@ -48,14 +51,17 @@ from fairseq_npu.launch import training_log
 
 STOCK, LAUNCH, HF = "stock fairseq-train", "train_performance_1p.sh defaults", "HF Trainer best"
 LAUNCH_EAGER = "train_performance_1p.sh defaults, --update-mode device"
+LAUNCH_STOCK_UPDATE = "train_performance_1p.sh defaults, --update-mode stock"  # fairseq's own train_step
 HF_COMPILE = "HF Trainer best + torch_compile"
 FASTEST_HF = "fastest HF Trainer row"  # not a row: the faster of HF and HF_COMPILE in the ratios
-ROW_KEYS = {"stock": STOCK, "launch": LAUNCH, "hf": HF, "hf-compile": HF_COMPILE, "launch-eager": LAUNCH_EAGER}
-DEFAULT_ROWS = {"cpu": "stock,launch,hf", "cuda": ",".join(ROW_KEYS)}
+ROW_KEYS = {"stock": STOCK, "launch": LAUNCH, "hf": HF, "hf-compile": HF_COMPILE, "launch-eager": LAUNCH_EAGER,
+            "launch-stock-update": LAUNCH_STOCK_UPDATE}
+DEFAULT_ROWS = {"cpu": "stock,launch,hf", "cuda": ",".join(k for k in ROW_KEYS if k != "launch-stock-update")}
 HF_ROWS = (HF, HF_COMPILE)
 COMPILE_PAD_MULTIPLE = 32  # the torch_compile row's batches: lengths 32, 64, 96... instead of every length
 LOG_INTERVAL = 10  # the launch script's for performance runs: --warmup and --updates must be multiples of it
-RATIOS = ((LAUNCH, STOCK), (LAUNCH, FASTEST_HF), (HF, STOCK), (LAUNCH, LAUNCH_EAGER), (HF_COMPILE, HF))
+RATIOS = ((LAUNCH, STOCK), (LAUNCH, FASTEST_HF), (HF, STOCK), (LAUNCH, LAUNCH_EAGER), (HF_COMPILE, HF),
+          (LAUNCH, LAUNCH_STOCK_UPDATE))
 
 
 def size_flags(model: str, size: str) -> List[str]:
@@ -91,6 +97,8 @@ def rows(model: str, data: Path, a, rep: int) -> List[Tuple[str, List[str]]]:
     launch = launch_script("launch", size_flags(model, a.size))
     # the eager row: the same launch, its update uncaptured (fairseq takes the last --update-mode it is given)
     eager = launch_script("launch_eager", [*size_flags(model, a.size), "--update-mode", "device"])
+    # the launch with fairseq's own train_step: what the update object gains (or costs) with everything else equal
+    stock_update = launch_script("launch_stock_update", [*size_flags(model, a.size), "--update-mode", "stock"])
     hf = common.module_command("hf_trainer", "--model", model, "--data", str(data), "--batch-size",
                                str(a.batch_size), "--warmup", str(a.warmup), "--updates", str(a.updates),
                                "--device", a.device, "--size", a.size, "--settings", "best",
@@ -100,7 +108,8 @@ def rows(model: str, data: Path, a, rep: int) -> List[Tuple[str, List[str]]]:
     chosen = [ROW_KEYS[k] for k in a.rows.split(",")]
     if model not in a.compile_models.split(","):
         chosen = [name for name in chosen if name != HF_COMPILE]
-    every = [(STOCK, stock), (LAUNCH, launch), (HF, hf), (HF_COMPILE, hf_compile), (LAUNCH_EAGER, eager)]
+    every = [(STOCK, stock), (LAUNCH, launch), (HF, hf), (HF_COMPILE, hf_compile), (LAUNCH_EAGER, eager),
+             (LAUNCH_STOCK_UPDATE, stock_update)]
     return [(name, cmd) for name, cmd in every if name in chosen]
 
 
