@@ -52,6 +52,18 @@ def npu_stand_in(monkeypatch):
         delattr(torch, "npu")
 
 
+@pytest.fixture
+def npu_host(npu_stand_in):
+    """The npu backend on the stand-in, its tensors in host memory, so that npu code paths train for real
+    (tests/npu_stand_in/README.md)."""
+    from fairseq_npu import device
+
+    npu_stand_in.keep_tensors_on_host()
+    assert device.get().type == "npu"
+    yield npu_stand_in
+    npu_stand_in.keep_tensors_on_host.undo()
+
+
 @pytest.fixture(autouse=True)
 def no_update_mode_left_over(monkeypatch):
     """``--update-mode`` exports $FAIRSEQ_NPU_UPDATE_MODE for spawned workers; a test's choice must not reach the

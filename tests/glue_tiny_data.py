@@ -1,9 +1,12 @@
 """Tiny binarized sentence-prediction data sets in fairseq's GLUE layout, for the task, metric and CLI tests."""
 
+import logging
+import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+import pytest
 from fairseq.data import Dictionary, indexed_dataset
 
 
@@ -133,3 +136,25 @@ def train_in_process(argv: Sequence[str]) -> List[dict]:
         progress_bar.logger.removeHandler(handler)
         progress_bar.logger.setLevel(level)
     return records
+
+
+def train_error(argv, capsys, monkeypatch):
+    """fairseq-train ARGV in this process: (exit code, last stderr line)."""
+    monkeypatch.setattr(sys, "argv", ["fairseq-train"])
+    with pytest.raises(SystemExit) as exit_info:
+        train_in_process(argv)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return exit_info.value.code, err.strip().splitlines()[-1]
+
+
+def cli(main, argv, capsys):
+    """A console script's cli_main(argv) in this process: (exit code, stderr). The commands set the root logger's
+    level, which is put back for the tests after this one."""
+    root = logging.getLogger()
+    level = root.level
+    try:
+        code = main(argv)
+    finally:
+        root.setLevel(level)
+    return code, capsys.readouterr().err

@@ -8,7 +8,6 @@ reverse: predict wrote a submission of floats and exited 0), a converted (masked
 entry points in this process.
 """
 
-import logging
 import os
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from glue_tiny_data import make_glue_dir, tiny_roberta_args, train_in_process
+from glue_tiny_data import cli, make_glue_dir, tiny_roberta_args, train_error, train_in_process
 
 
 def args(data: Path, save: Path, updates: int = 1, extra=()):
@@ -43,28 +42,6 @@ def damaged_copy(data: Path, tmp_path: Path, change) -> Path:
     shutil.copytree(data, copy)
     change(copy)
     return copy
-
-
-def train_error(argv, capsys, monkeypatch):
-    """fairseq-train ARGV in this process: (exit code, last stderr line)."""
-    monkeypatch.setattr(sys, "argv", ["fairseq-train"])
-    with pytest.raises(SystemExit) as exit_info:
-        train_in_process(argv)
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return exit_info.value.code, err.strip().splitlines()[-1]
-
-
-def cli(main, argv, capsys):
-    """A console script's cli_main(argv) in this process: (exit code, stderr). The commands set the root logger's
-    level, which is put back for the tests after this one."""
-    root = logging.getLogger()
-    level = root.level
-    try:
-        code = main(argv)
-    finally:
-        root.setLevel(level)
-    return code, capsys.readouterr().err
 
 
 def cut(path: Path, keep: int) -> None:

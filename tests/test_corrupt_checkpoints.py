@@ -8,7 +8,6 @@ is one line, leaves no ``.tmp`` and no changed checkpoint. One case of each runs
 the same entry points in this process.
 """
 
-import logging
 import os
 import re
 import shutil
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from glue_tiny_data import make_glue_dir, tiny_roberta_args, train_in_process
+from glue_tiny_data import cli, make_glue_dir, tiny_roberta_args, train_in_process
 
 
 def damage(src: Path, dst: Path, how: str) -> None:
@@ -107,18 +106,6 @@ def test_resume_from_a_flipped_tensor_is_refused(trained, tmp_path):
 
 # --------------------------------------------------------------------------------------------------------------
 # every other load path, every kind of damage, in this process
-
-
-def cli(main, argv, capsys):
-    """A console script's cli_main(argv) in this process: (exit code, stderr). The commands set the root
-    logger's level, which is put back for the tests after this one."""
-    root = logging.getLogger()
-    level = root.level
-    try:
-        code = main(argv)
-    finally:
-        root.setLevel(level)
-    return code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("how", HOW)

@@ -9,7 +9,6 @@ import os
 import pytest
 import torch
 
-from fairseq_npu import device
 from fairseq_npu.amp import smoke
 from fairseq_npu.update import mode as update_mode
 from fairseq_npu.update.graphs import WARMUP_UPDATES
@@ -20,14 +19,6 @@ UPDATES = WARMUP_UPDATES + 4  # eager warm-up, the capture (and its replay), thr
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return smoke.write_data(tmp_path_factory.mktemp("npu_graphs"))
-
-
-@pytest.fixture
-def npu_host(npu_stand_in):
-    npu_stand_in.keep_tensors_on_host()
-    assert device.get().type == "npu"
-    yield npu_stand_in
-    npu_stand_in.keep_tensors_on_host.undo()
 
 
 def train(data, update, updates=UPDATES, flags=()):

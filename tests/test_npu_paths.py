@@ -41,15 +41,6 @@ def clean_env(monkeypatch):
 
 
 @pytest.fixture
-def npu_host(npu_stand_in):
-    """The npu backend, its tensors in host memory (tests/npu_stand_in/README.md)."""
-    npu_stand_in.keep_tensors_on_host()
-    assert device.get().type == "npu"
-    yield npu_stand_in
-    npu_stand_in.keep_tensors_on_host.undo()
-
-
-@pytest.fixture
 def ascend_apex(monkeypatch):
     monkeypatch.syspath_prepend(str(STAND_INS[1]))
     import apex.amp

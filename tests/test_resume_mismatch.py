@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from glue_tiny_data import make_glue_dir, tiny_roberta_args, train_in_process
+from glue_tiny_data import make_glue_dir, tiny_roberta_args, train_error, train_in_process
 
 HEAD = "classification_heads.sentence_classification_head.out_proj.weight"
 
@@ -69,16 +69,6 @@ def test_fused_adamw_resume_with_more_classes_is_one_line_not_a_segfault(saved, 
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1] == moment_line(save)
-
-
-def train_error(argv, capsys, monkeypatch):
-    """fairseq-train ARGV in this process: (exit code, last stderr line)."""
-    monkeypatch.setattr(sys, "argv", ["fairseq-train"])
-    with pytest.raises(SystemExit) as exit_info:
-        train_in_process(argv)
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return exit_info.value.code, err.strip().splitlines()[-1]
 
 
 def test_stock_adam_resume_with_more_classes(saved, tmp_path, capsys, monkeypatch):
