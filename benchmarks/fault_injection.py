@@ -147,15 +147,8 @@ def empty(path: Path) -> None:
 
 def processes_naming(text: str) -> List[int]:
     """Processes whose command line holds ``text`` (a /proc scan): what a case left behind."""
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline and int(pid) != os.getpid():
-            pids.append(int(pid))
-    return pids
+    return [int(pid) for pid in filter(str.isdigit, os.listdir("/proc"))
+            if int(pid) != os.getpid() and text in command_line_of(int(pid))]
 
 
 def wait_for_text(path: Path, text: str, proc: subprocess.Popen, timeout=180) -> bool:
@@ -309,9 +302,9 @@ def _kill_during(name: str, what: str, text: str, sig: int, target: str, script=
             proc.wait()
             return judge(name, what, proc.returncode, log.read_text(errors="replace"), "", str(out))
         pids = {"script": [proc.pid],
-                "trainer": [p for p in processes_naming(str(out)) if "fairseq_cli.train" in _cmdline(p)
-                            and "torch.distributed.run" not in _cmdline(p)],
-                "agent": [p for p in processes_naming(str(out)) if "torch.distributed.run" in _cmdline(p)]}[target]
+                "trainer": [p for p in processes_naming(str(out)) if "fairseq_cli.train" in command_line_of(p)
+                            and "torch.distributed.run" not in command_line_of(p)],
+                "agent": [p for p in processes_naming(str(out)) if "torch.distributed.run" in command_line_of(p)]}[target]
         for pid in pids:
             os.kill(pid, sig)
         try:
@@ -341,7 +334,8 @@ def _kill_during(name: str, what: str, text: str, sig: int, target: str, script=
     return name, case
 
 
-def _cmdline(pid: int) -> str:
+def command_line_of(pid: int) -> str:
+    """The command line of a running process, "" once it is gone."""
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:

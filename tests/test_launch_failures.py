@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.fault_injection import command_line_of, processes_naming
+
 from test_launch_scripts import TINY, _write_task, model_state
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,16 +56,9 @@ def wait_for(path: Path, text: str, proc, timeout=120):
 
 
 def processes_of(folder: Path):
-    """(pid, command line) of every process whose command line names ``folder`` (a /proc scan, no psutil)."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(folder) in cmdline and int(pid) != os.getpid():
-            found.append((int(pid), cmdline))
-    return found
+    """(pid, command line) of every process whose command line names ``folder`` (the fault-injection script's
+    /proc scan)."""
+    return [(pid, command_line_of(pid)) for pid in processes_naming(str(folder))]
 
 
 def gone(folder: Path, timeout=10):
