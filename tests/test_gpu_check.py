@@ -96,7 +96,7 @@ def test_ratios_use_the_fastest_trainer_row():
 
 def test_the_eager_row_is_the_launch_row_with_the_update_uncaptured(tmp_path):
     a = compare.main.__globals__["argparse"].Namespace(
-        warmup=10, updates=10, batch_size=32, device="cuda", size="base", rows=",".join(compare.ROW_KEYS),
+        warmup=10, updates=10, batch_size=32, device="cuda", size="base", rows=compare.DEFAULT_ROWS["cuda"],
         compile_models="roberta", compile_backend="inductor")
     rows = dict(compare.rows("albert", tmp_path, a, 0))
     assert list(rows) == [compare.STOCK, compare.LAUNCH, compare.HF, compare.LAUNCH_EAGER]  # compile: roberta only
