@@ -175,12 +175,17 @@ def test_predict_output_dir_that_is_a_file(tiny, tmp_path, capsys):
 REGRESSION = "a regression checkpoint (one output, --regression-target, as STS-B)"
 
 
+def _run_on(command, data, checkpoint, tmp_path, capsys):
+    """fairseq-npu-evaluate or -predict (into tmp_path) of ``checkpoint`` on ``data``: (exit code, stderr)."""
+    run = evaluate if command == "evaluate" else predict
+    extra = ["--output-dir", str(tmp_path)] if command == "predict" else []
+    return run([str(data), "--path", str(checkpoint), *extra], capsys)
+
+
 @pytest.mark.parametrize("command", ["evaluate", "predict"])
 def test_regression_checkpoint_on_classification_data(tiny, tmp_path, capsys, command):
     root, cls, _, _, reg_ckpt = tiny
-    run = evaluate if command == "evaluate" else predict
-    extra = ["--output-dir", str(tmp_path)] if command == "predict" else []
-    assert run([str(cls), "--path", str(reg_ckpt), *extra], capsys) == (
+    assert _run_on(command, cls, reg_ckpt, tmp_path, capsys) == (
         2, f"fairseq-npu-{command}: error: --path {reg_ckpt} is {REGRESSION}, but {cls} holds class labels "
            "(label/dict.txt): give a checkpoint trained on this task\n")
     assert list(tmp_path.iterdir()) == []  # no submission of floats
@@ -189,9 +194,7 @@ def test_regression_checkpoint_on_classification_data(tiny, tmp_path, capsys, co
 @pytest.mark.parametrize("command", ["evaluate", "predict"])
 def test_classification_checkpoint_on_regression_data(tiny, tmp_path, capsys, command):
     root, _, reg, cls_ckpt, _ = tiny
-    run = evaluate if command == "evaluate" else predict
-    extra = ["--output-dir", str(tmp_path)] if command == "predict" else []
-    assert run([str(reg), "--path", str(cls_ckpt), *extra], capsys) == (
+    assert _run_on(command, reg, cls_ckpt, tmp_path, capsys) == (
         2, f"fairseq-npu-{command}: error: --path {cls_ckpt} is a classification checkpoint, but {reg} holds "
            "regression targets (label/*.label, as STS-B): give a checkpoint trained on this task\n")
     assert list(tmp_path.iterdir()) == []

@@ -103,8 +103,7 @@ def _tensors(tree, prefix=""):
 class _Captured:
     def __init__(self, graph, static_sample, outputs):
         self.graph = graph
-        self.static_sample = static_sample  # the graph's input buffers, filled before each replay
-        self.inputs = dict(_tensors(static_sample))
+        self.inputs = dict(_tensors(static_sample))  # the graph's input buffers, filled before each replay
         self.outputs = outputs  # (logging outputs, sample size, grad norm) as captured
 
 

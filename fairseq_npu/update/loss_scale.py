@@ -78,15 +78,3 @@ class DeviceLossScale:
         """The host copy: one transfer, made only when fairseq logs or saves."""
         values = torch.stack([self.scale, self.overflows, self.consecutive]).tolist()
         return Reading(scale=values[0], overflows=int(values[1]), consecutive=int(values[2]))
-
-    def state_dict(self) -> dict:
-        reading = self.read()
-        return {"scale": reading.scale, "growth_tracker": int(self.growth_tracker.item()),
-                "overflows": reading.overflows}
-
-    def load_state_dict(self, state: dict) -> None:
-        if self.config.enabled and "scale" in state:
-            self.scale.fill_(float(state["scale"]))
-        if "growth_tracker" in state:
-            self.growth_tracker.fill_(int(state["growth_tracker"]))
-        self.overflows.fill_(float(state.get("overflows", 0)))
