@@ -5,7 +5,7 @@ For each shape (every tensor's shape and dtype, and the precision) the first ``W
 eagerly on a side stream (torch's rule before a capture: lazy initialisations, workspaces and the autograd
 engine's streams settle there); the next one is captured, and every later update of that shape copies its batch
 into the graph's input buffers and replays it. The host then does a few copies and one launch per update instead
-of about two thousand.
+of one launch per kernel.
 
 What is captured depends on the device (``GraphBackend``):
 
