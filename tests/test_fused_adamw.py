@@ -46,6 +46,16 @@ def run(optimizer, params, dtype=torch.float32):
         optimizer.step()
 
 
+def assert_within_bound(ref, new, weight_decay, what):
+    """|fused_adamw - adam| <= TOL, plus, with weight decay, STEPS * 2**-24 of the weight: the kernel's decay
+    factor 1 - lr * wd is a float32 (steps of 2**-24 below 1), so each step may round the decay by up to that
+    much of the weight, where fairseq's p - (lr * wd) * p does not (fused_adamw's module docstring)."""
+    excess = max(((a.detach().float() - b.detach().float()).abs() - TOL
+                  - (STEPS * 2.0 ** -24 * a.detach().float().abs() if weight_decay else 0.0)).max().item()
+                 for a, b in zip(ref, new))
+    assert excess <= 0, f"{what}: |fused_adamw - adam| beyond the bound by {excess}"
+
+
 @pytest.mark.parametrize("impl", ["fused", "foreach", "forloop"])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 def test_matches_fairseq_adam_after_100_steps(impl, weight_decay):
@@ -54,14 +64,39 @@ def test_matches_fairseq_adam_after_100_steps(impl, weight_decay):
     opt = FairseqFusedAdamW(adam_cfg("fused_adamw", weight_decay, adamw_impl=impl), new)
     assert opt.impl == impl
     run(opt, new)
-    diff = max((a - b).abs().max().item() for a, b in zip(ref, new))
-    assert diff <= TOL, f"{impl}, weight decay {weight_decay}: max |fused_adamw - adam| = {diff}"
+    assert_within_bound(ref, new, weight_decay, f"{impl}, weight decay {weight_decay}")
     moved = max((a - b).abs().max().item() for a, b in zip(ref, make_params()))
     assert moved > 1e-2  # the comparison is not vacuous: 100 steps moved the weights
 
 
+def test_decay_over_the_launch_recipe_is_within_its_stated_bound():
+    """The kernel's decay over the launch scripts' SST-2 schedule (20,935 updates, warm-up 1,256, peak lr 1e-5,
+    wd 0.1; zero gradients, so decay is all that moves the weights): the total decay within 1% of exact
+    arithmetic's, every weight within 6e-4 of its exactly decayed value, relative."""
+    from fairseq.optim.lr_scheduler.polynomial_decay_schedule import PolynomialDecayLRSchedule
+
+    total, warmup, peak = 20935, 1256, 1e-5
+    torch.manual_seed(0)
+    start = torch.randn(4096)
+    weight = torch.nn.Parameter(start.clone())
+    opt = FairseqFusedAdamW(adam_cfg("fused_adamw", 0.1, adamw_impl="fused"), [weight])
+    sched = PolynomialDecayLRSchedule(OmegaConf.create(dict(
+        warmup_updates=warmup, force_anneal=None, end_learning_rate=0.0, power=1.0, total_num_update=total,
+        lr=[peak])), opt)
+    exact = start.double()
+    for update in range(1, total + 1):
+        lr = sched.step_update(update - 1)
+        weight.grad = torch.zeros_like(weight)
+        opt.step()
+        exact = exact * (1.0 - lr * 0.1)
+    decay, exact_decay = 1 - (weight.detach().double() / start).mean(), 1 - (exact / start).mean()
+    assert exact_decay > 5e-3  # the schedule decays the weights by about 1%: the comparison is not vacuous
+    assert abs(decay / exact_decay - 1) < 0.01
+    assert ((weight.detach().double() - exact) / exact).abs().max() < 6e-4
+
+
 def test_plain_torch_adamw_would_not_match():
-    """The eps and weight-decay corrections are needed: torch's AdamW with the same numbers drifts past 1e-6."""
+    """The eps correction is needed: torch's AdamW with the same numbers drifts past 1e-6."""
     ref, new = make_params(), make_params()
     run(FairseqAdam(adam_cfg("adam", 0.1), ref), ref)
     plain = torch.optim.AdamW(new, lr=1e-3, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.1)
@@ -96,9 +131,10 @@ def test_matches_fairseq_adam_under_the_fp16_wrapper(bf16):
     for opt, params in ((wrapped_ref, ref), (wrapped_new, new)):
         run(opt, params, dtype)
     masters = lambda w: (list(w.fp32_params.values()) if isinstance(w.fp32_params, dict) else w.fp32_params)
-    diff = max((a - b).abs().max().item() for a, b in zip(masters(wrapped_ref), masters(wrapped_new)))
-    assert diff <= TOL, f"fp32 master weights differ by {diff}"
-    assert all(torch.equal(a, b) for a, b in zip(ref, new))  # the half weights are the same rounding of them
+    assert_within_bound(masters(wrapped_ref), masters(wrapped_new), 0.1, "fp32 master weights")
+    # the half weights are the roundings of masters that close: within one half-precision step of each other
+    step = 2.0 ** -7 if bf16 else 2.0 ** -10
+    assert all(torch.allclose(a.float(), b.float(), rtol=step, atol=0) for a, b in zip(ref, new))
 
 
 def test_state_dict_round_trip_continues_identically():

@@ -8,10 +8,12 @@ the run asked for it. An update here is, in this order and all on the device:
    autocast of the one precision policy (``fairseq_npu.precision``), the loss multiplied by the device loss
    scale when float16 computes;
 3. ``--fp16`` / ``--bf16`` (O2): the half gradients copied into the flat fp32 master gradient;
-4. the gradients multiplied by 1 / (loss scale x sample size), their norm taken (multi-tensor), a non-finite norm
-   recorded in ``found_inf``, the gradients clipped to ``--clip-norm``;
-5. the optimizer step: fairseq's decoupled weight decay, then torch's fused AdamW kernel, which skips the whole
-   step on the device when ``found_inf`` is set (the decay is multiplied by 1 - found_inf);
+4. the gradients' norm taken (multi-tensor) and multiplied by 1 / (loss scale x sample size), a non-finite norm
+   recorded in ``found_inf``; the gradients themselves are divided inside the optimizer kernel (its
+   ``grad_scale``), or, with ``--clip-norm`` or another kernel, multiplied first and clipped;
+5. the optimizer step: torch's fused AdamW kernel (its decoupled weight decay included, and the division by
+   loss scale x sample size of step 4 when nothing is clipped), which skips the whole step on the device when
+   ``found_inf`` is set;
 6. O2: the new fp32 masters copied into the half weights;
 7. the loss scale moved (back off / grow), the skip counters advanced (``update/loss_scale.py``).
 
@@ -105,6 +107,7 @@ class DeviceUpdate:
         self.clip_norm = float(cfg.optimization.clip_norm)
         self.log_interval = max(1, int(cfg.common.log_interval))
         self.zero_in_place = False  # graphs need gradients that keep their addresses
+        self.grad_divisor = None  # this step's (loss scale x sample size) for the fused kernel to divide by
         self.is_capturing = False
         self.on_read_out = None  # called after each log-step read-out (the graph report)
         self.loss_scale = self._build_loss_scale(cfg)
@@ -187,18 +190,47 @@ class DeviceUpdate:
             self.optimizer._sync_fp16_grads_to_fp32()
         params = self.params()
         grads = [p.grad for p in params if p.grad is not None]
-        inverse = 1.0 / float(sample_size or 1.0)  # (sample_size or 1): as stock, a zero gradient stays zero
+        divisor = float(sample_size or 1.0)  # (sample_size or 1): as stock, a zero gradient stays zero
+        scaled = self.loss_scale.config.enabled
         with torch.no_grad():
-            if grads:
-                factor = self.loss_scale.gradient_factor(inverse) if self.loss_scale.config.enabled else inverse
-                torch._foreach_mul_(grads, factor)
-            grad_norm = clip_grad_norm_(params, self.clip_norm)
+            # 1 / (loss scale x sample size): what the gradients are scaled by
+            factor = self.loss_scale.gradient_factor(1.0 / divisor) if scaled else 1.0 / divisor
+            if grads and (self.o2 or self._kernel_divides(grads)):
+                # the norm of the raw gradients times the factor (fairseq's FP16Optimizer computes it so; for a
+                # power-of-two factor it is bit for bit the norm of the scaled gradients)
+                grad_norm = clip_grad_norm_(params, 0.0) * factor
+                if self.clip_norm > 0:
+                    torch._foreach_mul_(grads, factor * self._o2_clip_coefficient(grad_norm))
+                elif self._kernel_divides(grads):
+                    # the fused kernel divides each gradient as it reads it: no pass of its own
+                    self.grad_divisor = self.loss_scale.scale * divisor if scaled else torch.full(
+                        (), divisor, dtype=torch.float32, device=grads[0].device)
+                else:
+                    torch._foreach_mul_(grads, factor)
+            else:
+                # stock's order with fp32 weights: scale, then take the norm and clip
+                if grads:
+                    torch._foreach_mul_(grads, factor)
+                grad_norm = clip_grad_norm_(params, self.clip_norm)
             self.loss_scale.check(grad_norm)
             self._optimizer_step()
         if self.o2:
             self.optimizer._sync_fp32_params_to_fp16()
         self.loss_scale.after_step()
         return grad_norm
+
+    def _o2_clip_coefficient(self, grad_norm: torch.Tensor) -> torch.Tensor:
+        """fairseq's FP16Optimizer clipping: max / norm above the max with loss scaling (--fp16), else
+        min(1, max / (norm + 1e-6)); a device tensor (stock compares on the host)."""
+        if self.loss_scale.config.enabled:
+            return torch.where(grad_norm > self.clip_norm, self.clip_norm / grad_norm, torch.ones_like(grad_norm))
+        return (self.clip_norm / (grad_norm + 1e-6)).clamp_(max=1)
+
+    def _kernel_divides(self, grads) -> bool:
+        """Whether torch's fused kernel can take the gradients' 1 / (loss scale x sample size) as its grad_scale:
+        float32 gradients on one device, and no clipping (a clipped gradient is scaled after its norm is known)."""
+        return (self.fused and self.clip_norm <= 0
+                and all(g.dtype == torch.float32 and g.device == grads[0].device and not g.is_sparse for g in grads))
 
     def _lr_tensor(self, index: int, group) -> torch.Tensor:
         value = group["lr"]
@@ -243,30 +275,21 @@ class DeviceUpdate:
                 adamw.step()
             return
         torch_optimizer = adamw.optimizer
-        keep = 1.0 - self.loss_scale.found_inf
         floats = []
         for index, group in enumerate(torch_optimizer.param_groups):
-            params = [p for p in group["params"] if p.grad is not None]
             floats.append(group["lr"])
-            if not params:
+            if not any(p.grad is not None for p in group["params"]):
                 continue
-            group["weight_decay"] = 0.0  # the kernel must not decay again (fused_adamw applies fairseq's decay)
-            decay = group["fairseq_weight_decay"]
             if self.is_capturing:
                 # a graph reads the learning rate from its device tensor, written before each replay
-                group["lr"] = lr = self._lr_tensor(index, group)
-                factor = lr * (-decay) * keep
-            else:
-                factor = keep * -(float(group["lr"]) * decay)  # the product rounded once, as stock's alpha
-            if decay != 0.0:
-                # fairseq's p - (lr * wd) * p, multiplied by 0 when the step is skipped
-                torch._foreach_addcmul_(params, params, [factor] * len(params))
+                group["lr"] = self._lr_tensor(index, group)
             adamw.advance_step(group)  # fairseq's eps placement, as the kernel's eps for this step
         torch_optimizer.found_inf = self.loss_scale.found_inf
+        torch_optimizer.grad_scale, self.grad_divisor = self.grad_divisor, None
         try:
             torch_optimizer.step()
         finally:
-            torch_optimizer.found_inf = None
+            torch_optimizer.found_inf = torch_optimizer.grad_scale = None
             for group, value in zip(torch_optimizer.param_groups, floats):
                 group["lr"] = value  # fairseq's scheduler keeps reading and writing a float
 
