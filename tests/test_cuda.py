@@ -272,10 +272,27 @@ def test_fused_adamw_matches_fairseq_adam_on_cuda():
             for p, grad in zip(ps, grads):
                 p.grad = grad.clone()
             opt.step()
-    diff = max((a - b).abs().max().item() for a, b in zip(ref, new))
+    # 1e-5: the GPU kernels fuse multiply-adds differently from fairseq's elementwise adam; plus what the kernel's
+    # own weight decay may round differently per step (tests/test_fused_adamw.py, assert_within_bound)
+    excess = max(((a - b).abs() - 1e-5 - 100 * 2.0 ** -24 * a.abs()).max().item() for a, b in zip(ref, new))
     moved = max((a - b).abs().max().item() for a, b in zip(ref, params()))
-    # 1e-5: the GPU kernels fuse multiply-adds differently from fairseq's elementwise adam
-    assert diff <= 1e-5 and moved > 1e-2, (diff, moved)
+    assert excess <= 0 and moved > 1e-2, (excess, moved)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_torch_gelu_is_fairseqs_float32_gelu_on_cuda(dtype):
+    """fairseq_npu/models/native_gelu.py swaps fairseq's float32 round trip for torch's kernel on cuda: the same
+    bits forward and backward."""
+    from fairseq.modules.gelu import gelu
+
+    torch.manual_seed(0)
+    x = (torch.randn(64, 32, 1024, device="cuda") * 3).to(dtype)
+    grad = torch.randn(64, 32, 1024, device="cuda").to(dtype)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_a, out_b = gelu(a), torch.nn.functional.gelu(b)
+    out_a.backward(grad)
+    out_b.backward(grad)
+    assert torch.equal(out_a, out_b) and torch.equal(a.grad, b.grad)
 
 
 def test_fp16_recipe_skips_overflowing_steps_then_trains(tiny_data):

@@ -103,6 +103,23 @@ def test_batch_of_no_power_of_two_is_within_a_rounding_of_stock(data):
     assert (stock - device).abs().max() <= 1e-5
 
 
+def test_native_gelu_replaces_fairseqs_only_where_it_is_the_same(data):
+    """The device update points fairseq's float32-round-trip GELU at torch's kernel on cpu and cuda (bit-identical
+    there: test_device_update_is_bit_identical_to_stock trains both ways in bf16 and fp16); elsewhere it stays."""
+    import torch.nn.functional as F
+    from fairseq.modules.gelu import gelu
+
+    from fairseq_npu.models.native_gelu import use_native_gelu
+
+    trainer, batch = build(data, PRECISIONS["amp-bf16"], "device")
+    layers = [m for m in trainer.model.modules() if hasattr(m, "activation_fn")]
+    assert layers and all(m.activation_fn is gelu for m in layers if "Encoder" in type(m).__name__)
+    assert use_native_gelu(trainer.model, "npu") == 0
+    trainer.train_step([batch])  # builds the update object: cpu
+    encoder_layers = [m for m in layers if "Encoder" in type(m).__name__]
+    assert encoder_layers and all(m.activation_fn is F.gelu for m in encoder_layers)
+
+
 class _Calls(TorchFunctionMode):
     def __init__(self, names):
         super().__init__()

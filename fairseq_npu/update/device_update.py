@@ -42,8 +42,9 @@ from fairseq_npu import device
 from fairseq_npu import precision as precision_policy
 from fairseq_npu.errors import MAX_CONSECUTIVE_SKIPS, TrainingDiverged
 from fairseq_npu.models.mask_every_layer_encoder import use_mask_every_layer
+from fairseq_npu.models.native_gelu import use_native_gelu
 from fairseq_npu.optim.fused_adamw import FairseqFusedAdamW
-from fairseq_npu.optim.multi_tensor_grads import clip_grad_norm_
+from fairseq_npu.optim.multi_tensor_grads import clip_grad_norm_, dot_norm
 from fairseq_npu.update.loss_scale import DeviceLossScale, LossScaleConfig
 
 logger = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ class DeviceUpdate:
         self._adapter = _BackwardThroughScale(self)
         # RoBERTa's encoder asks the device whether a batch has padding, once per layer: not in this update
         use_mask_every_layer(trainer.model)
+        use_native_gelu(trainer.model, self.device_type)  # the same numbers without fairseq's float32 copies
         half = str(self.precision.autocast_dtype or self.precision.weights)
         logger.info(f"update: one device update per step ({half}, loss scaling "
                     f"{'on' if self.loss_scale.config.enabled else 'off'}, optimizer kernel {self.adamw.impl}"
@@ -195,16 +197,18 @@ class DeviceUpdate:
         with torch.no_grad():
             # 1 / (loss scale x sample size): what the gradients are scaled by
             factor = self.loss_scale.gradient_factor(1.0 / divisor) if scaled else 1.0 / divisor
-            if grads and (self.o2 or self._kernel_divides(grads)):
-                # the norm of the raw gradients times the factor (fairseq's FP16Optimizer computes it so; for a
-                # power-of-two factor it is bit for bit the norm of the scaled gradients)
+            if grads and self.clip_norm <= 0 and self._kernel_divides(grads):
+                # nothing clipped: the norm is logged and checked for non-finite values only; taken of the raw
+                # gradients (times the factor), which the fused kernel divides as it reads them: no pass of its own
+                grad_norm = dot_norm(grads) * factor
+                self.grad_divisor = self.loss_scale.scale * divisor if scaled else torch.full(
+                    (), divisor, dtype=torch.float32, device=grads[0].device)
+            elif grads and self.o2:
+                # the norm of the raw gradients times the factor, as fairseq's FP16Optimizer computes it (for a
+                # power-of-two factor bit for bit the norm of the scaled gradients)
                 grad_norm = clip_grad_norm_(params, 0.0) * factor
                 if self.clip_norm > 0:
                     torch._foreach_mul_(grads, factor * self._o2_clip_coefficient(grad_norm))
-                elif self._kernel_divides(grads):
-                    # the fused kernel divides each gradient as it reads it: no pass of its own
-                    self.grad_divisor = self.loss_scale.scale * divisor if scaled else torch.full(
-                        (), divisor, dtype=torch.float32, device=grads[0].device)
                 else:
                     torch._foreach_mul_(grads, factor)
             else:
@@ -228,9 +232,9 @@ class DeviceUpdate:
 
     def _kernel_divides(self, grads) -> bool:
         """Whether torch's fused kernel can take the gradients' 1 / (loss scale x sample size) as its grad_scale:
-        float32 gradients on one device, and no clipping (a clipped gradient is scaled after its norm is known)."""
-        return (self.fused and self.clip_norm <= 0
-                and all(g.dtype == torch.float32 and g.device == grads[0].device and not g.is_sparse for g in grads))
+        dense, contiguous float32 gradients on one device."""
+        return self.fused and all(g.dtype == torch.float32 and g.device == grads[0].device and not g.is_sparse
+                                  and g.is_contiguous() for g in grads)
 
     def _lr_tensor(self, index: int, group) -> torch.Tensor:
         value = group["lr"]
