@@ -119,7 +119,8 @@ def test_matmul_attention_equals_the_fused_kernel_with_padding():
     keep[1, ..., 5:] = False
     keep[2, ..., 2:] = False
     expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep)
-    torch.testing.assert_close(matmul_attention(q, k, v, keep, 0.0), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(matmul_attention(q, k, v, keep, torch.nn.Identity()), expected, rtol=1e-12,
+                               atol=1e-12)
 
 
 def test_cpu_bf16_attention_avoids_the_fused_kernel_and_fp32_keeps_it(monkeypatch):

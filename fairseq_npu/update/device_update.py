@@ -43,6 +43,7 @@ from fairseq_npu import precision as precision_policy
 from fairseq_npu.errors import MAX_CONSECUTIVE_SKIPS, TrainingDiverged
 from fairseq_npu.models.mask_every_layer_encoder import use_mask_every_layer
 from fairseq_npu.models.native_gelu import use_native_gelu
+from fairseq_npu.models.uniform_dropout import use_uniform_dropout
 from fairseq_npu.optim.fused_adamw import FairseqFusedAdamW
 from fairseq_npu.optim.multi_tensor_grads import clip_grad_norm_, dot_norm
 from fairseq_npu.update.loss_scale import DeviceLossScale, LossScaleConfig
@@ -117,6 +118,7 @@ class DeviceUpdate:
         # RoBERTa's encoder asks the device whether a batch has padding, once per layer: not in this update
         use_mask_every_layer(trainer.model)
         use_native_gelu(trainer.model, self.device_type)  # the same numbers without fairseq's float32 copies
+        use_uniform_dropout(trainer.model, self.device_type)  # cpu: masks from float32 uniforms, not doubles
         half = str(self.precision.autocast_dtype or self.precision.weights)
         logger.info(f"update: one device update per step ({half}, loss scaling "
                     f"{'on' if self.loss_scale.config.enabled else 'off'}, optimizer kernel {self.adamw.impl}"

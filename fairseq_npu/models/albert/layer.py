@@ -21,6 +21,7 @@ class AlbertSelfAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = embed_dim // num_heads
         self.attention_dropout = attention_dropout
+        self.probs_dropout = nn.Dropout(attention_dropout)  # on the matmul path (the fused kernel drops by itself)
         self.q_proj = nn.Linear(embed_dim, embed_dim)
         self.k_proj = nn.Linear(embed_dim, embed_dim)
         self.v_proj = nn.Linear(embed_dim, embed_dim)
@@ -36,20 +37,20 @@ class AlbertSelfAttention(nn.Module):
         q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
         dropout_p = self.attention_dropout if self.training else 0.0
         if q.device.type == "cpu" and q.dtype != torch.float32:
-            out = matmul_attention(q, k, v, keep_mask, dropout_p)
+            out = matmul_attention(q, k, v, keep_mask, self.probs_dropout)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep_mask, dropout_p=dropout_p)
         return self.out_proj(out.transpose(1, 2).reshape(bsz, seq_len, embed_dim))
 
 
-def matmul_attention(q, k, v, keep_mask, dropout_p: float) -> torch.Tensor:
+def matmul_attention(q, k, v, keep_mask, probs_dropout: nn.Module) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v as two matmuls, the softmax in float32 at least. On the cpu in bfloat16 torch's fused
     attention (flash_attention_for_cpu) runs its backward 3-6x slower than this (4 heads of 64, 16-64 tokens, batch
     32); in float32 the two are level, so float32 keeps the fused kernel (docs/benchmarks.md, the update profile)."""
     scores = torch.matmul(q, k.transpose(-1, -2)) * (q.size(-1) ** -0.5)
     scores = scores.masked_fill(~keep_mask, float("-inf"))
     probs = F.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(v.dtype)
-    return torch.matmul(F.dropout(probs, p=dropout_p, training=dropout_p > 0), v)
+    return torch.matmul(probs_dropout(probs), v)
 
 
 class AlbertLayer(nn.Module):
