@@ -41,6 +41,8 @@ PATHS = ("stock", "plugin")
 # extra plugin variants (--paths), to tell what moves the curve: less strict grouping, or no grouping at all
 VARIANTS = {
     "plugin-window1024": ["--group-window", "1024"],
+    # what the launch scripts run on a cpu: the window, and the one device update (dropout masks, kernel decay)
+    "plugin-defaults": ["--group-window", "1024", "--update-mode", "device"],
     "plugin-nogroup": None,
 }
 

@@ -236,3 +236,18 @@ def test_stock_adam_keeps_stocks_fp16_master_syncs():
     with OpCounter() as ops:
         wrapped._sync_fp16_grads_to_fp32()
     assert ops.names["copy_"] == len(SHAPES)  # tensor by tensor, as stock does
+
+
+def test_a_state_written_with_the_separate_decay_pass_resumes_with_its_decay():
+    """Optimizer states saved when fused_adamw decayed in a pass of its own keep the decay in
+    ``fairseq_weight_decay`` beside a kernel ``weight_decay`` of 0: on load it moves into the kernel's."""
+    params = make_params()
+    opt = FairseqFusedAdamW(adam_cfg("fused_adamw", 0.1, adamw_impl="fused"), params)
+    run(opt, params)
+    state = opt.state_dict()
+    for group in state["param_groups"]:
+        group["fairseq_weight_decay"], group["weight_decay"] = group["weight_decay"], 0.0
+    fresh = FairseqFusedAdamW(adam_cfg("fused_adamw", 0.0, adamw_impl="fused"), make_params())
+    fresh.load_state_dict(state)
+    assert [g["weight_decay"] for g in fresh.optimizer.param_groups] == [0.1]
+    assert all("fairseq_weight_decay" not in g for g in fresh.optimizer.param_groups)
