@@ -107,8 +107,12 @@ def summary(runs: list) -> dict:
 
 def plot(result: dict, img_dir: Path) -> list:
     """One figure per task: the dev metric against updates and against seconds; with several seeds, their mean as
-    the line and each seed as a faint line of the same colour."""
-    import matplotlib
+    the line and each seed as a faint line of the same colour. Without matplotlib: none, said once."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("plots skipped: matplotlib is not installed (the numbers are in the result JSON)")
+        return []
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
