@@ -39,7 +39,7 @@ def fairseq_trainer(model: str, data: Path):
     cmd, _ = build(LaunchRequest(mode="performance", data=str(data), model=model, device="cpu", batch_size=32,
                                  max_update=10**6, output_dir=str(common.WORK / "same_batches"),
                                  extra=tuple(size_flags)))
-    args = cmd[cmd.index("fairseq_cli.train") + 1:]
+    args = list(cmd)  # fairseq-train's arguments, the data folder first
     utils.import_user_module(argparse.Namespace(user_dir=str(common.REPO / "fairseq_npu")))
     cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(options.get_training_parser(), args))
     task = tasks.setup_task(cfg.task)
