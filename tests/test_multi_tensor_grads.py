@@ -128,15 +128,17 @@ def test_multiply_grads_bit_identical_to_fairseq_without_a_detach_per_gradient(c
     assert sum(ours.names.values()) == 2, ours.names  # one _foreach_mul_ per (device, dtype) group
 
 
-def test_dot_norm_is_the_float64_norm_to_2e_5_and_sees_non_finite_values():
-    """The norm the device update logs when nothing is clipped: a dense embedding-sized gradient (where torch
-    2.13's own kernel is 5e-4 off) and a row-sparse one, against float64; a NaN or an inf makes it non-finite."""
+def test_dot_norm_is_the_float64_norm_to_1e_4_and_sees_non_finite_values():
+    """The norm the device update logs when nothing is clipped: a dense embedding-sized gradient and a row-sparse
+    one, against float64; a NaN or an inf makes it non-finite. The bound is the BLAS's float32 accumulation over
+    12.9M terms, which differs by CPU (8e-6 on one machine, 2.3e-5 on another); torch 2.13's own norm kernel,
+    which fairseq logs, was 5e-4 off on the first."""
     torch.manual_seed(0)
     sparse = torch.zeros(50265, 256)
     sparse[torch.randint(0, 50265, (400,))] = torch.randn(400, 256) * 1e-3
     for grads in ([torch.randn(50265, 256), torch.randn(1024, 256)], [sparse, torch.randn(256) * 1e-3]):
         exact = torch.sqrt(sum((g.double() ** 2).sum() for g in grads)).item()
-        assert abs(dot_norm(grads).item() / exact - 1) < 2e-5
+        assert abs(dot_norm(grads).item() / exact - 1) < 1e-4
     for bad in (float("nan"), float("inf")):
         grads = [torch.randn(64, 8), torch.randn(16)]
         grads[1][3] = bad

@@ -46,7 +46,8 @@ def dot_norm(grads) -> torch.Tensor:
     """The 2-norm over ``grads`` (float32, contiguous, one device) from one BLAS dot product per gradient: the
     norm a run logs and checks for non-finite values when nothing is clipped by it. On the CPU it takes half the
     time of torch's norm kernel (which fairseq's clipping keeps, for bit-identical clipping), and it is the more
-    accurate of the two: on a dense 50,265 x 256 gradient 8e-6 from the float64 value, against 5e-4 (torch 2.13).
+    accurate of the two: on a dense 50,265 x 256 gradient 8e-6 to 2.3e-5 from the float64 value, by CPU, against
+    5e-4 (torch 2.13).
     A sum of squares above 3e38 (gradients near 2e19) reads as non-finite."""
     return torch.stack([torch.dot(g.view(-1), g.view(-1)) for g in grads]).sum().sqrt()
 
