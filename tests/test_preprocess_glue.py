@@ -224,7 +224,7 @@ def test_skip_bad_rows_skips_and_counts(tmp_path, gpt2, case):
     assert json.loads((out / "preprocess.json").read_text())["splits"]["train"]["skipped"] == {case: 1}
 
 
-def test_stsb_score_out_of_range_and_regression_labels(tmp_path):
+def test_stsb_score_out_of_range_and_regression_labels(tmp_path, gpt2):
     head = ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2", "score"]
     task = tmp_path / "glue" / "STS-B"
     row = lambda i, score: [i, "g", "f", "y", i, "s", "s", f"first {i}", f"second {i}", score]  # noqa: E731
@@ -240,7 +240,7 @@ def test_stsb_score_out_of_range_and_regression_labels(tmp_path):
     assert (out / "label" / "train.label").read_text() == "1\n0.76\n0\n0.3334\n"  # the earlier result is kept
 
 
-def test_missing_split_and_missing_vocab_file(tmp_path):
+def test_missing_split_and_missing_vocab_file(tmp_path, gpt2):
     glue_dir = sst2(tmp_path, GOOD)
     (glue_dir / "SST-2" / "dev.tsv").unlink()
     with pytest.raises(GlueInputError) as err:
@@ -286,7 +286,7 @@ def test_failure_while_writing_keeps_the_previous_result(tmp_path, gpt2, monkeyp
     assert sorted(p.name for p in dest.iterdir()) == ["SST-2-bin"]
 
 
-def test_cli_reports_errors_per_task_and_exit_status(tmp_path, capsys):
+def test_cli_reports_errors_per_task_and_exit_status(tmp_path, capsys, gpt2):
     glue_dir = sst2(tmp_path, GOOD + [["x", "y", "z"]])
     write_tsv(glue_dir / "RTE" / "train.tsv", [[0, "A.", "B.", "entailment"], [1, "G.", "H.", "not_entailment"]],
               ["index", "sentence1", "sentence2", "label"])
@@ -308,7 +308,7 @@ def test_cli_reports_errors_per_task_and_exit_status(tmp_path, capsys):
     assert capsys.readouterr().err.strip().startswith("error: TASK: unknown GLUE task 'MNLX'")
 
 
-def test_shell_script(tmp_path):
+def test_shell_script(tmp_path, gpt2):
     glue_dir = sst2(tmp_path, GOOD)
     proc = subprocess.run(["bash", str(REPO / "glue_scripts" / "preprocess_GLUE_tasks.sh"), str(glue_dir), "SST-2",
                            "--vocab-dir", str(GPT2), "--dest", str(tmp_path / "out"), "--workers", "1",
