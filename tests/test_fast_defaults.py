@@ -47,7 +47,8 @@ def test_fast_preset_per_device_and_capability(data, tmp_path, monkeypatch, devi
         assert plan["fast_settings"] == grouping + static + update
         assert flag_value(args, "--max-tokens") == str(32 * 512)  # a full batch at the longest padded length
     else:
-        assert plan["fast_settings"] == grouping + update and "--pad-buckets" not in args
+        # cpu: no data worker process beside torch's threads
+        assert plan["fast_settings"] == grouping + ["--num-workers", "0"] + update and "--pad-buckets" not in args
         assert flag_value(args, "--max-tokens") == "4400"
 
 
