@@ -226,6 +226,28 @@ def test_seed_reaches_npu_generator(npu_stand_in):
     assert ("manual_seed", (11,)) in npu_stand_in.CALLS
 
 
+def test_cpu_run_seeds_the_cpu_generator_only_and_draws_what_stock_draws(monkeypatch):
+    """On a cpu run fairseq's per-update seed gives the numbers torch.manual_seed gives, restores the state on
+    leaving the block, and queues nothing for accelerators the run never uses."""
+    assert device.get().type == "cpu" and not torch.cuda.is_available()
+    torch.manual_seed(123)
+    expected = torch.rand(8)
+    before = torch.get_rng_state()
+
+    def accelerator_seed(seed):
+        raise AssertionError("an accelerator generator was seeded on a cpu run")
+
+    for module in (torch.cuda, torch.xpu, torch.mtia):
+        monkeypatch.setattr(module, "manual_seed_all", accelerator_seed)
+    with utils.set_torch_seed(123):
+        assert torch.equal(torch.rand(8), expected)
+    assert torch.equal(torch.get_rng_state(), before)
+    utils.set_torch_seed(123)  # Trainer._set_seed: no block, the seed stays
+    assert torch.equal(torch.rand(8), expected)
+    with pytest.raises(AssertionError):
+        utils.set_torch_seed(1.5)  # stock's type check
+
+
 # ------------------------------------------------------------------------------------------------ distributed
 
 

@@ -223,8 +223,10 @@ HOOKS: List[Hook] = [
     Hook(FairseqOptimizer, "load_state_dict", apex.load_state_dict,
          "--use-apex: restores apex.amp's loss scalers from that state", "as above"),
     # ---- library versions and other cuda-only code (fairseq_npu/hooks/compat.py)
-    Hook(utils.set_torch_seed, "__init__", compat.set_torch_seed_init, "also seeds the npu generator",
-         "stock seeds cpu and cuda only, so npu dropout would not be reproducible"),
+    Hook(utils.set_torch_seed, "__init__", compat.set_torch_seed_init,
+         "also seeds the npu generator; on a cpu run seeds the cpu generator only",
+         "stock seeds cpu and cuda only, so npu dropout would not be reproducible; on a cpu run torch.manual_seed "
+         "queues seeds for uninitialized accelerators at about 1 ms per update"),
     Hook(token_block_dataset, "np", compat.NumpyWithCompat,
          "the module's numpy, plus compat.long (= int64), under numpy 2",
          "numpy 2 removed np.compat, so masked_lm --sample-break-mode eos fails", compat.numpy_lacks_compat),
