@@ -142,6 +142,20 @@ def ratios(medians: Dict[str, float]) -> Dict[str, float]:
     return {f"{a} / {b}": medians[a] / medians[b] for a, b in RATIOS if medians.get(a) and medians.get(b)}
 
 
+def per_repeat_ratios(rows: Dict[str, dict], fastest: Optional[str]) -> Dict[int, float]:
+    """The launch script's samples/s over the Trainer's fastest row's, repeat by repeat (so in each run order):
+    {repeat: ratio} for the repeats both rows measured. Runs of an older result without their repeat are taken in
+    order."""
+    if not fastest or LAUNCH not in rows or fastest not in rows:
+        return {}
+
+    def by_repeat(row):
+        return {r.get("repeat", i): r["samples_per_s"] for i, r in enumerate(row["runs"])}
+
+    ours, theirs = by_repeat(rows[LAUNCH]), by_repeat(rows[fastest])
+    return {rep: ours[rep] / theirs[rep] for rep in sorted(ours) if rep in theirs}
+
+
 def markdown(result: dict) -> str:
     lines = [f"Device {result['device']}, size {result['size']}, batch {result['batch_size']}, "
              f"{result['updates']} updates measured after {result['warmup']}, {result['repeats']} repeat(s) "
@@ -173,6 +187,15 @@ def markdown(result: dict) -> str:
         named = f" ({m['fastest_hf']})" if m.get("fastest_hf") else ""
         lines += [f"| {model} | {k.replace(FASTEST_HF, FASTEST_HF + named)} | {v:.2f}x |"
                   for k, v in m["ratios"].items()]
+    per_order = {model: per_repeat_ratios(m["rows"], m.get("fastest_hf")) for model, m in result["models"].items()}
+    if any(per_order.values()):
+        lines += ["", f"{LAUNCH} / {FASTEST_HF}, repeat by repeat (the listed order on odd repeats, reversed on "
+                      "even ones):", ""]
+        for model, reps in per_order.items():
+            if reps:
+                lines.append(f"- {model}: " + ", ".join(
+                    f"{v:.2f}x (repeat {rep + 1}, {'listed' if rep % 2 == 0 else 'reversed'})"
+                    for rep, v in reps.items()))
     if result.get("skipped"):
         lines += ["", "Not run (out of --time-budget):", ""]
         lines += [f"- {s['model']}, {s['row']}, repeat {s['repeat'] + 1}" for s in result["skipped"]]
@@ -282,6 +305,7 @@ def main(argv=None) -> int:
                 row["errors"].append(dict(repeat=rep, error=str(err).splitlines()[0], log=str(log)))
                 print(f"{model} | {name:34s} FAILED: {str(err).splitlines()[0]}", flush=True)
                 continue
+            run["repeat"] = rep  # the listed order on even repeats, reversed on odd ones
             row["runs"].append(run)
             walls[name] = max(walls.get(name, 0.0), run["wall_s"])
             print(f"{model} | {name:34s} {run['samples_per_s']:8.1f} samples/s  (repeat {rep + 1}, load "
@@ -292,6 +316,8 @@ def main(argv=None) -> int:
     for model, m in result["models"].items():
         for k, v in m["ratios"].items():
             print(f"{model} | {k}: {v:.2f}x", flush=True)
+        for rep, v in per_repeat_ratios(m["rows"], m.get("fastest_hf")).items():
+            print(f"{model} | {LAUNCH} / {FASTEST_HF}, repeat {rep + 1}: {v:.2f}x", flush=True)
     result["complete"] = not failed and not result["skipped"]
     common.write_atomic(json_path, json.dumps(result, indent=1) + "\n")
     common.write_atomic(md_path, markdown(result))

@@ -283,6 +283,9 @@ def render() -> Path:
                                  "defaults (grouping window 1024, fused_adamw, bf16 where native)")),
                           ("accuracy_launch_defaults_early_sst2", lambda r: accuracy_section(
                               r, "## 3g. Accuracy at the short budget, three seeds: stock vs the launch defaults")),
+                          ("accuracy_epoch_sst2_update_defaults", lambda r: accuracy_section(
+                              r, "## 3h. Accuracy at a full epoch of SST-2, three seeds: the launch defaults with "
+                                 "and without the device update's levers")),
                           ("host_ops_cpu", host_ops_section)):
         res = _load(name)
         if res is None:

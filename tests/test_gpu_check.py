@@ -94,6 +94,19 @@ def test_ratios_use_the_fastest_trainer_row():
     assert only_hf == {f"{compare.LAUNCH} / {compare.FASTEST_HF}": 2.0}
 
 
+def test_per_repeat_ratios_pair_the_runs_of_one_repeat():
+    """Each order's ratio pairs the launch and the fastest Trainer row of the same repeat (a failed run leaves its
+    repeat out); an older result without repeats pairs the runs in order."""
+    rows = {compare.LAUNCH: {"runs": [{"repeat": 0, "samples_per_s": 440.0}, {"repeat": 1, "samples_per_s": 420.0},
+                                      {"repeat": 2, "samples_per_s": 300.0}]},
+            compare.HF: {"runs": [{"repeat": 0, "samples_per_s": 400.0}, {"repeat": 1, "samples_per_s": 350.0}]},
+            compare.HF_COMPILE: {"runs": [{"repeat": 1, "samples_per_s": 10.0}]}}
+    assert compare.per_repeat_ratios(rows, compare.HF) == {0: 1.1, 1: 1.2}
+    assert compare.per_repeat_ratios(rows, None) == {}
+    old = {compare.LAUNCH: {"runs": [{"samples_per_s": 300.0}]}, compare.HF: {"runs": [{"samples_per_s": 200.0}]}}
+    assert compare.per_repeat_ratios(old, compare.HF) == {0: 1.5}
+
+
 def test_the_eager_row_is_the_launch_row_with_the_update_uncaptured(tmp_path):
     a = compare.main.__globals__["argparse"].Namespace(
         warmup=10, updates=10, batch_size=32, device="cuda", size="base", rows=compare.DEFAULT_ROWS["cuda"],
