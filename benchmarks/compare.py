@@ -194,7 +194,7 @@ def markdown(result: dict) -> str:
         for model, reps in per_order.items():
             if reps:
                 lines.append(f"- {model}: " + ", ".join(
-                    f"{v:.2f}x (repeat {rep + 1}, {'listed' if rep % 2 == 0 else 'reversed'})"
+                    f"{v:.3f}x (repeat {rep + 1}, {'listed' if rep % 2 == 0 else 'reversed'})"
                     for rep, v in reps.items()))
     if result.get("skipped"):
         lines += ["", "Not run (out of --time-budget):", ""]
@@ -317,7 +317,7 @@ def main(argv=None) -> int:
         for k, v in m["ratios"].items():
             print(f"{model} | {k}: {v:.2f}x", flush=True)
         for rep, v in per_repeat_ratios(m["rows"], m.get("fastest_hf")).items():
-            print(f"{model} | {LAUNCH} / {FASTEST_HF}, repeat {rep + 1}: {v:.2f}x", flush=True)
+            print(f"{model} | {LAUNCH} / {FASTEST_HF}, repeat {rep + 1}: {v:.3f}x", flush=True)
     result["complete"] = not failed and not result["skipped"]
     common.write_atomic(json_path, json.dumps(result, indent=1) + "\n")
     common.write_atomic(md_path, markdown(result))
