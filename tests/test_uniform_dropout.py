@@ -1,6 +1,7 @@
 """The device update's cpu dropout (fairseq_npu/models/uniform_dropout.py): torch's dropout semantics with a mask
-from float32 uniforms: the keep rate, the scale applied as native_dropout applies it, the backward, eval mode,
-reproducibility under a seed, and which modules are swapped where."""
+from 16 random bits per element: the keep rate in every lane of a draw, lanes independent of each other, the scale
+applied as native_dropout applies it, the backward, eval mode, reproducibility under a seed, and which modules are
+swapped where."""
 
 import math
 
@@ -9,8 +10,32 @@ import torch
 from fairseq.modules.fairseq_dropout import FairseqDropout
 from torch import nn
 
-from fairseq_npu.models.uniform_dropout import (UniformMaskDropout, UniformMaskFairseqDropout, dropout,
+from fairseq_npu.models.uniform_dropout import (UniformMaskDropout, UniformMaskFairseqDropout, dropout, keep_mask,
                                                 use_uniform_dropout)
+
+
+def _within(rate, expected, n, sds=5.0):
+    return abs(rate - expected) < sds * math.sqrt(expected * (1 - expected) / n)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.25, 0.5, 0.9, 0.3333])
+def test_every_lane_of_a_draw_keeps_one_minus_p_independently_of_its_neighbours(p):
+    """Each int64 draw gives four elements: each of the four positions keeps 1 - p (to the 1 / 65536 step), and
+    two neighbours, in one draw or across two, are kept together at (1 - p)^2 (five binomial standard
+    deviations each)."""
+    torch.manual_seed(7)
+    n = 4 * 250_001  # an odd number of draws
+    keep = keep_mask((n,), p).double()
+    q = 1 - round(p * 65536) / 65536
+    assert abs(q - (1 - p)) <= 0.5 / 65536
+    lanes = keep.view(-1, 4)
+    for lane in range(4):
+        assert _within(lanes[:, lane].mean().item(), q, lanes.shape[0]), lane
+    for a, b in ((0, 1), (1, 2), (2, 3)):
+        assert _within((lanes[:, a] * lanes[:, b]).mean().item(), q * q, lanes.shape[0]), (a, b)
+    assert _within((lanes[:-1, 3] * lanes[1:, 0]).mean().item(), q * q, lanes.shape[0] - 1)
+    odd = keep_mask((3, 5, 7), p)  # 105 elements: the last draw's spare lanes are left out
+    assert odd.shape == (3, 5, 7) and odd.dtype == torch.bool
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
