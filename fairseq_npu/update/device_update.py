@@ -118,7 +118,7 @@ class DeviceUpdate:
         # RoBERTa's encoder asks the device whether a batch has padding, once per layer: not in this update
         use_mask_every_layer(trainer.model)
         use_native_gelu(trainer.model, self.device_type)  # the same numbers without fairseq's float32 copies
-        use_uniform_dropout(trainer.model, self.device_type)  # cpu: masks from float32 uniforms, not doubles
+        use_uniform_dropout(trainer.model, self.device_type)  # cpu: masks from 16 random bits, not doubles
         half = str(self.precision.autocast_dtype or self.precision.weights)
         logger.info(f"update: one device update per step ({half}, loss scaling "
                     f"{'on' if self.loss_scale.config.enabled else 'off'}, optimizer kernel {self.adamw.impl}"
