@@ -286,6 +286,9 @@ def render() -> Path:
                           ("accuracy_epoch_sst2_update_defaults", lambda r: accuracy_section(
                               r, "## 3h. Accuracy at a full epoch of SST-2, three seeds: the launch defaults with "
                                  "and without the device update's levers")),
+                          ("accuracy_epoch_sst2_bit_masks", lambda r: accuracy_section(
+                              r, "## 3i. Accuracy at a full epoch of SST-2, three seeds: the launch defaults with the "
+                                 "16-bit dropout masks (finding 14); compare with section 3h's plugin-defaults")),
                           ("host_ops_cpu", host_ops_section)):
         res = _load(name)
         if res is None:
