@@ -67,6 +67,17 @@ def model_flags(model: str, sizes: Optional[Dict[str, dict]] = None) -> List[str
     return flags
 
 
+def launch_cpu_args(model: str, data: Path, max_update: int, output_dir: Path) -> List[str]:
+    """fairseq-train's arguments (the data folder first) of the launch script's cpu performance run at the reduced
+    sizes, batch 32: the command the launch defaults give a user (``fairseq_npu.launch.command.build``)."""
+    from fairseq_npu.launch.command import LaunchRequest, build
+
+    cmd, _ = build(LaunchRequest(mode="performance", data=str(data), model=model, device="cpu", batch_size=32,
+                                 max_update=max_update, output_dir=str(output_dir),
+                                 extra=tuple(model_flags(model)[2:])))  # the launch picks the arch; sizes follow
+    return list(cmd)
+
+
 def task_flags(task: str) -> List[str]:
     """fairseq's GLUE recipe flags for the task (README.glue.md), minus what the benchmark sets itself."""
     if task == "STS-B":

@@ -1,6 +1,7 @@
 """Renders docs/benchmarks.md from the saved results (benchmarks/results/*.json) and the prose in
 benchmarks/report_notes.md (findings and conclusions that the numbers alone do not say)."""
 
+import functools
 import json
 import statistics
 from pathlib import Path
@@ -232,6 +233,26 @@ def peer_section(title: str, path: Path, command: str) -> list:
     return out + [compare.markdown(json.loads(path.read_text())), ""]
 
 
+# the accuracy results after section 3, each rendered by accuracy_section under its title, in this order
+ACCURACY_SECTIONS = (
+    ("accuracy_epoch_sst2_cpu", "## 3c. Accuracy at a full epoch of SST-2, three seeds: stock path vs plugin best"),
+    ("accuracy_epoch_stsb_cpu", "## 3d. Accuracy after three epochs of STS-B, two seeds: stock path vs plugin best"),
+    ("accuracy_variants_cpu", "## 3b. Accuracy: plugin path with a finite group window / without grouping "
+                              "(same budget as section 3)"),
+    ("accuracy_early_sst2_cpu", "## 3e. Accuracy at a short, steep budget, three seeds: stock, plugin best, and "
+                                "the plugin without grouping / with a finite group window"),
+    ("accuracy_launch_defaults_epoch_sst2", "## 3f. Accuracy at a full epoch of SST-2, three seeds: stock vs the "
+                                            "launch defaults (grouping window 1024, fused_adamw, bf16 where native)"),
+    ("accuracy_launch_defaults_early_sst2", "## 3g. Accuracy at the short budget, three seeds: stock vs the launch "
+                                            "defaults"),
+    ("accuracy_epoch_sst2_update_defaults", "## 3h. Accuracy at a full epoch of SST-2, three seeds: the launch "
+                                            "defaults with and without the device update's levers"),
+    ("accuracy_epoch_sst2_bit_masks", "## 3i. Accuracy at a full epoch of SST-2, three seeds: the launch defaults "
+                                      "with the 16-bit dropout masks (finding 14); compare with section 3h's "
+                                      "plugin-defaults"),
+)
+
+
 def render() -> Path:
     lines = ["# Benchmarks", "",
              f"**The timed CPU comparison, in one command** (on an otherwise idle machine; about 10 minutes on 2 "
@@ -268,27 +289,8 @@ def render() -> Path:
                           ("scaling_cpu_quiet", lambda r: scaling_section(
                               r, "## 2b. Scaling and hook overhead (CPU), idle machine")),
                           ("accuracy_cpu", accuracy_section),
-                          ("accuracy_epoch_sst2_cpu", lambda r: accuracy_section(
-                              r, "## 3c. Accuracy at a full epoch of SST-2, three seeds: stock path vs plugin best")),
-                          ("accuracy_epoch_stsb_cpu", lambda r: accuracy_section(
-                              r, "## 3d. Accuracy after three epochs of STS-B, two seeds: stock path vs plugin best")),
-                          ("accuracy_variants_cpu", lambda r: accuracy_section(
-                              r, "## 3b. Accuracy: plugin path with a finite group window / without grouping "
-                                 "(same budget as section 3)")),
-                          ("accuracy_early_sst2_cpu", lambda r: accuracy_section(
-                              r, "## 3e. Accuracy at a short, steep budget, three seeds: stock, plugin best, and "
-                                 "the plugin without grouping / with a finite group window")),
-                          ("accuracy_launch_defaults_epoch_sst2", lambda r: accuracy_section(
-                              r, "## 3f. Accuracy at a full epoch of SST-2, three seeds: stock vs the launch "
-                                 "defaults (grouping window 1024, fused_adamw, bf16 where native)")),
-                          ("accuracy_launch_defaults_early_sst2", lambda r: accuracy_section(
-                              r, "## 3g. Accuracy at the short budget, three seeds: stock vs the launch defaults")),
-                          ("accuracy_epoch_sst2_update_defaults", lambda r: accuracy_section(
-                              r, "## 3h. Accuracy at a full epoch of SST-2, three seeds: the launch defaults with "
-                                 "and without the device update's levers")),
-                          ("accuracy_epoch_sst2_bit_masks", lambda r: accuracy_section(
-                              r, "## 3i. Accuracy at a full epoch of SST-2, three seeds: the launch defaults with the "
-                                 "16-bit dropout masks (finding 14); compare with section 3h's plugin-defaults")),
+                          *((name, functools.partial(accuracy_section, title=title))
+                            for name, title in ACCURACY_SECTIONS),
                           ("host_ops_cpu", host_ops_section)):
         res = _load(name)
         if res is None:

@@ -87,16 +87,6 @@ train.cli_main()
 """
 
 
-def launch_args(model: str, data: Path) -> list:
-    """fairseq-train's arguments of the launch script's cpu performance run (its data folder first)."""
-    from fairseq_npu.launch.command import LaunchRequest, build
-
-    cmd, _ = build(LaunchRequest(mode="performance", data=str(data), model=model, device="cpu", batch_size=32,
-                                 max_update=WARMUP + UPDATES, output_dir=str(common.WORK / "run_breakdown"),
-                                 extra=tuple(common.model_flags(model)[2:])))
-    return list(cmd)
-
-
 def run(args: list, env: dict) -> dict:
     done = subprocess.run([sys.executable, "-c", CHILD, str(WARMUP)] + args, capture_output=True, text=True,
                           env=env, cwd=common.REPO, timeout=1800)
@@ -115,7 +105,7 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", type=Path, default=common.SHARED_DATA)
     a = p.parse_args(argv)
     data = glue_data.build(a.model, "SST-2", a.data_dir)
-    base = launch_args(a.model, data)
+    base = common.launch_cpu_args(a.model, data, WARMUP + UPDATES, common.WORK / "run_breakdown")
     variant_env = dict(os.environ, **dict(e.split("=", 1) for e in a.env))
     arms = {"launch": (base, dict(os.environ))}
     if a.variant or a.env:

@@ -16,7 +16,6 @@ Prints ms per update (medians) and writes benchmarks/results/same_batches_<model
 """
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -33,13 +32,7 @@ def fairseq_trainer(model: str, data: Path):
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq.trainer import Trainer
 
-    from fairseq_npu.launch.command import LaunchRequest, build
-
-    size_flags = common.model_flags(model)[2:]  # the launch chooses the arch; the sizes follow it
-    cmd, _ = build(LaunchRequest(mode="performance", data=str(data), model=model, device="cpu", batch_size=32,
-                                 max_update=10**6, output_dir=str(common.WORK / "same_batches"),
-                                 extra=tuple(size_flags)))
-    args = list(cmd)  # fairseq-train's arguments, the data folder first
+    args = common.launch_cpu_args(model, data, 10**6, common.WORK / "same_batches")
     utils.import_user_module(argparse.Namespace(user_dir=str(common.REPO / "fairseq_npu")))
     cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(options.get_training_parser(), args))
     task = tasks.setup_task(cfg.task)

@@ -28,8 +28,8 @@ def set_torch_seed_init(original):
 
     npu: stock seeds cpu and cuda only, so the npu generator is seeded too. cpu: only the cpu generator, as
     ``torch.manual_seed`` seeds it (the same numbers follow). ``torch.manual_seed`` also queues a seed for each
-    accelerator module that is not initialized (cuda, xpu, mtia), formatting the Python stack for each: about
-    1 ms per update on a CPU-only torch (docs/benchmarks.md, finding 14), for generators a cpu run never uses."""
+    accelerator module that is not initialized (cuda, xpu, mtia), formatting the Python stack for each: 1.3 ms
+    per update under cProfile on a CPU-only torch (docs/benchmarks.md, finding 14), for generators a cpu run never uses."""
 
     def __init__(self, seed):
         backend = device.get()

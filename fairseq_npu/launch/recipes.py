@@ -129,7 +129,7 @@ def fast_settings(device_type: str, max_positions: int, batch_size: int, train_s
     update = ["--update-mode", "device" if device_type == "cpu" else "graph"]
     if device_type == "cpu":
         # batches collated in the training process: a data worker process takes CPU time from torch's threads,
-        # which use every core (4-7% fewer samples/s on 2 cores, docs/benchmarks.md finding 14)
+        # which use every core (2-9% more time per update on 2 cores, docs/benchmarks.md finding 14)
         return grouping + ["--num-workers", "0"] + update
     buckets = [b for b in NPU_PAD_BUCKETS if b < max_positions]
     return grouping + ["--pad-buckets", ",".join(map(str, buckets)), "--static-batch", "fill"] + update

@@ -5,10 +5,10 @@ words of the Mersenne Twister, per element: the slowest operator group of a smal
 matmuls. Here one 64-bit draw gives four elements' masks: the draws are read as 16-bit integers, uniform over
 65,536 values, and an element is dropped when its integer falls in the lowest ``round(p * 65536)`` of them, so p is
 kept to 7.6e-6 (0.1 drops 0.1000061 of the elements). The mask is applied as native_dropout applies its own:
-``x * mask * (1 / (1 - p))`` with the scale in float, and the same in backward. Drawing a mask takes a quarter of
-the time of one float32 uniform per element (``torch.rand``; 0.29 against 1.14 ms for a 25 x 32 x 256 mask), which
-itself took 30% less than ``bernoulli_`` (docs/benchmarks.md, findings 13 and 14). The masks are as random and as reproducible under fairseq's per-update
-seed, but not the same draws as torch's dropout.
+``x * mask * (1 / (1 - p))`` with the scale in float, and the same in backward. A mask takes a quarter of the
+time of one float32 uniform per element (``torch.rand``: 0.29 against 1.14 ms for a 25 x 32 x 256 mask), the
+generator's words a quarter of ``bernoulli_``'s (docs/benchmarks.md, findings 13 and 14). The masks are as random
+and as reproducible under fairseq's per-update seed, but not the same draws as torch's dropout.
 
 Off the cpu (CUDA's and NPU's dropout draw with fast counter-based generators, inside one kernel) and in eval
 mode the modules behave exactly as before.
