@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from capture_parity import PARITY_FLAGS, relative, weights
 from glue_tiny_data import make_glue_dir, tiny_roberta_args
 
 REPO = Path(__file__).resolve().parents[1]
@@ -142,18 +143,13 @@ def train_in_process(data, update, flags, monkeypatch):
     monkeypatch.setenv(update_mode.ENV, update)
     trainer, batch = smoke.build_trainer(smoke.train_argv(
         data, smoke.Mode(update, tuple(flags), torch.float32), "fused_adamw",
-        # a graph keeps the AdamW kernel's eps of its capture step (docs/update.md); at eps 1e-8 that difference
-        # lies far below float32's, so the comparison sees everything else
-        extra=("--log-interval", "5", "--adam-eps", "1e-8")))
+        # flags under which a graph's AdamW and the eager one compute the same numbers (tests/capture_parity.py)
+        extra=("--log-interval", "5", *PARITY_FLAGS)))
     assert trainer.device.type == "cuda"
-
-    def weights():
-        return torch.cat([p.detach().float().reshape(-1) for p in trainer.model.parameters()])
-
-    initial = weights()
+    initial = weights(trainer.model)
     for _ in range(UPDATES):
         trainer.train_step([batch])
-    return initial, weights(), update_mode.existing(trainer)
+    return initial, weights(trainer.model), update_mode.existing(trainer)
 
 
 @pytest.fixture(scope="module")
@@ -175,10 +171,10 @@ def test_captured_update_gives_the_eager_weights(smoke_data, monkeypatch, model,
     assert report["replayed"] == UPDATES - WARMUP_UPDATES, report
     same_start, eager, _ = train_in_process(smoke_data, "device", flags, monkeypatch)
     assert torch.equal(initial, same_start)
-    distance = ((graphed - eager).norm() / eager.norm()).item()
+    distance = relative(graphed, eager)
     assert distance <= rtol, distance
     # the updates moved the weights far more than the two runs differ
-    moved = ((eager - initial).norm() / eager.norm()).item()
+    moved = relative(eager, initial)
     assert moved > 10 * rtol, moved
 
 

@@ -288,10 +288,14 @@ class DeviceUpdate:
             floats.append(group["lr"])
             if not any(p.grad is not None for p in group["params"]):
                 continue
+            adamw.advance_step(group)  # fairseq's eps placement, as the kernel's eps for this step
             if self.is_capturing:
                 # a graph reads the learning rate from its device tensor, written before each replay
                 group["lr"] = self._lr_tensor(index, group)
-            adamw.advance_step(group)  # fairseq's eps placement, as the kernel's eps for this step
+                # and replays the eps it was captured with: --adam-eps itself (torch's placement, after the bias
+                # correction), which fairseq's eps / sqrt(1 - beta2 ** step) approaches; the capture step's value
+                # would stay 3.5x (beta2 0.98) to 16x (0.999) too large for the rest of the run
+                group["eps"] = group["fairseq_eps"]
         torch_optimizer.found_inf = self.loss_scale.found_inf
         torch_optimizer.grad_scale, self.grad_divisor = self.grad_divisor, None
         try:

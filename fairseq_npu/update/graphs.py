@@ -27,9 +27,11 @@ Randomness: dropout inside a graph draws from torch's graph-safe Philox state, w
 ``torch.manual_seed`` resets; fairseq seeds every update with seed + update number, so a run is reproducible from
 ``--seed`` (its dropout masks are not the eager run's).
 
-The kernel's eps is fixed at capture (cuda): fairseq's eps placement makes it ``eps / sqrt(1 - beta2 ** step)``,
-which a graph cannot recompute per replay; it is captured at the capture step's value (the two agree to float32
-once ``beta2 ** step`` is negligible, and differ only where sqrt(v) is comparable to eps).
+The kernel's eps under a graph (cuda) is ``--adam-eps`` itself: fairseq's eps placement makes it
+``eps / sqrt(1 - beta2 ** step)``, a number a graph cannot recompute per replay. A replay therefore adds eps after
+the bias correction, as torch's and Hugging Face's AdamW do; the two placements differ while ``beta2 ** step`` is
+not negligible (the first ~200 updates at beta2 0.98, a few thousand at 0.999), and then only where sqrt(v) is
+comparable to eps. Eager updates of the same run (warm-up, fallbacks) keep fairseq's placement.
 
 An update runs eagerly, with the same numerics, and the reason is counted (``fallbacks``) when: the device has no
 graphs (cpu); the batch is partial or a dummy; its length is not a pad bucket; there are several batches per update

@@ -19,8 +19,14 @@ Rules, as strict as the real capture:
 - dropout can be made uncapturable (``STATE["dropout_capture"] = False``), as it is on some torch_npu/CANN
   versions: a graph that holds a random operator then replays the numbers of its capture.
 
-Differences from the real capture, on purpose: the recorded operators also run while capturing (the stand-in
-has no device to defer them to), so the update captures only work that is idempotent from zeroed gradients.
+A capture changes nothing, as on the device, where it records kernels without running them: the stand-in runs each
+operator to record it (it has no device to defer them to), keeps a copy of every tensor that existed before the
+capture the first time an operator writes it in place (the operator schema's ``Tensor(a!)`` arguments), and puts
+those copies back when the capture ends. The work is done by the replays, the first one included. Tensors created
+during the capture are the graph's own, and keep what the capture computed.
+
+The recorder records operators only: it is the device's rules, not its own operators, that this stand-in shares with
+torch.cuda's capture (torch/cuda/graphs.py), so tests of the whole-update capture (cuda's) run on it too.
 """
 
 import itertools
@@ -60,7 +66,9 @@ class _Recorder(TorchDispatchMode):
         if name in HOST_READS:
             raise CaptureError(f"{name} during NPU graph capture: the capture cannot read a device value on the host "
                                "(torch_npu/csrc/core/npu/NPUGraphsUtils.h assertNotCapturing)")
+        self.graph._keep_before_write(func, args, kwargs)
         out = func(*args, **kwargs)
+        self.graph._note_new_storages(args, kwargs, out)
         # a build that cannot capture random operators replays the numbers drawn while capturing
         frozen = out.detach().clone() if name in RANDOM and not STATE["dropout_capture"] else None
         if name not in ALLOCATIONS:  # an allocation has nothing to redo: its memory is the graph's
@@ -68,26 +76,68 @@ class _Recorder(TorchDispatchMode):
         return out
 
 
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # "npu" is a device type only while the stand-in package is loaded
+        return False
+
+
 class _AutocastCheck(TorchFunctionMode):
     """Above the dispatcher, where autocast's state is visible (it is excluded below it)."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if torch.is_autocast_cache_enabled() and any(torch.is_autocast_enabled(d) for d in ("npu", "cpu")):
+        if torch.is_autocast_cache_enabled() and any(_autocast_on(d) for d in ("npu", "cuda", "cpu")):
             raise CaptureError("autocast with its cache enabled during NPU graph capture; set cache_enabled=False "
                                "(torch_npu/npu/graphs.py make_graphed_callables)")
         return func(*args, **(kwargs or {}))
+
+
+def _storage_key(tensor):
+    storage = tensor.untyped_storage()
+    return storage.data_ptr() if storage.nbytes() else None
+
+
+def _flat_tensors(tree):
+    return [t for t in tree_flatten(tree)[0] if torch.is_tensor(t)]
+
+
+def _written_arguments(func, args, kwargs):
+    """The tensors ``func`` writes in place: its schema's mutable (``Tensor(a!)``) arguments."""
+    for index, argument in enumerate(func._schema.arguments):
+        if argument.alias_info is None or not argument.alias_info.is_write:
+            continue
+        positional = not argument.kwarg_only and index < len(args)
+        yield from _flat_tensors(args[index] if positional else kwargs.get(argument.name))
 
 
 class NPUGraph:
     def __init__(self):
         self._ops = None
         self._recorder = None
+        self._saved = {}  # storage key -> (storage, its bytes before the capture first wrote it)
+        self._new_storages = set()  # storages the capture allocated: the graph's own
         self.auto_dispatch_capture = False
+
+    def _keep_before_write(self, func, args, kwargs):
+        for tensor in _written_arguments(func, args, kwargs):
+            key = _storage_key(tensor)
+            if key is not None and key not in self._new_storages and key not in self._saved:
+                storage = tensor.untyped_storage()
+                self._saved[key] = (storage, storage.clone())
+
+    def _note_new_storages(self, args, kwargs, out):
+        inputs = {_storage_key(t) for t in _flat_tensors((args, kwargs))}
+        for tensor in _flat_tensors(out):
+            key = _storage_key(tensor)
+            if key is not None and key not in inputs:
+                self._new_storages.add(key)
 
     def capture_begin(self, pool=None, capture_error_mode="global"):
         if STATE["capturing"]:
             raise CaptureError("only one NPU graph capture may be underway at a time")
         self._ops = []
+        self._saved, self._new_storages = {}, set()
         self._recorder = _Recorder(self)
         self._autocast_check = _AutocastCheck()
         self._autocast_check.__enter__()
@@ -98,6 +148,9 @@ class NPUGraph:
         STATE["capturing"] = False
         self._recorder.__exit__(None, None, None)
         self._autocast_check.__exit__(None, None, None)
+        for storage, before in self._saved.values():  # as on the device, the capture has changed nothing
+            storage.copy_(before)
+        self._saved = {}
 
     def replay(self):
         if self._ops is None:

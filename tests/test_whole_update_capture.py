@@ -1,0 +1,144 @@
+"""The whole update captured in one graph and replayed (cuda's ``--update-mode graph``: forward, backward, norm,
+the fused AdamW step that skips on the device, the loss scale), run on the cpu against the stand-in graph recorder
+(tests/npu_stand_in/torch_npu/graphs.py).
+
+That recorder keeps the device's capture rules: host reads, ``synchronize`` and autocast's weight cache are refused
+while capturing, a capture changes no tensor that existed before it, and a replay runs the recorded operators on the
+recorded tensors, so every value the host passed as a number at capture time (a learning rate given as a float, an
+eps) is replayed as captured. The graph path of fairseq_npu/update/graphs.py runs here as on cuda, with
+``GraphBackend(whole_update=True)``: the same code decides the warm-up, captures ``DeviceUpdate.body``, writes the
+learning rate into its device tensor and counts the step before each replay. tests/test_cuda.py runs the same
+comparison on a real GPU.
+
+Expected, under tests/capture_parity.py's flags (a learning rate that changes at every update): the captured run's
+weights are bit for bit the eager run's, in fp32, amp bf16 and fp16, and O2 bf16 and fp16. A replayed update whose
+fp16 gradients overflow is skipped on the device and counted. A graph's AdamW eps is ``--adam-eps``.
+"""
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from capture_parity import PARITY_FLAGS, relative, weights
+from fairseq_npu.amp import smoke
+from fairseq_npu.update import graphs as update_graphs
+from fairseq_npu.update import mode as update_mode
+
+pytestmark = pytest.mark.usefixtures("fresh_device")
+
+STAND_IN = Path(__file__).resolve().parent / "npu_stand_in" / "torch_npu" / "graphs.py"
+WARMUP = update_graphs.WARMUP_UPDATES
+UPDATES = WARMUP + 6  # eager warm-up, the capture (its update is the first replay), 5 more replays
+PRECISIONS = {
+    "fp32": (),
+    "amp-bf16": ("--amp", "--amp-dtype", "bfloat16"),
+    "amp-fp16": ("--amp", "--amp-dtype", "float16"),
+    "bf16": ("--bf16",),
+    "fp16": ("--fp16",),
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return smoke.write_data(tmp_path_factory.mktemp("whole_update_capture"))
+
+
+@pytest.fixture
+def recorder(monkeypatch):
+    """The stand-in recorder as the cpu's graph backend, capturing the whole update as cuda's does."""
+    spec = importlib.util.spec_from_file_location("graph_recorder_stand_in", STAND_IN)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    backend = update_graphs.GraphBackend("cpu", module, module.NPUGraph, whole_update=True)
+    monkeypatch.setattr(update_graphs, "graph_backend", lambda device_type: backend)
+    return module
+
+
+def train(data, update, flags=(), updates=UPDATES, extra=PARITY_FLAGS, before=None):
+    """The smoke Trainer (one fixed batch of 16 padded to the bucket of 16, dropout off) for ``updates`` updates
+    in ``--update-mode update``; ``before(trainer, i)`` runs before update i. Returns (trainer, learning rates)."""
+    from fairseq.logging import metrics
+
+    metrics.reset()
+    os.environ[update_mode.ENV] = update
+    argv = smoke.train_argv(data, smoke.Mode(update, tuple(flags), torch.float32), "fused_adamw", extra=(
+        "--task", "sentence_prediction_npu", "--pad-buckets", "16", "--static-batch", "fill", "--log-interval", "4",
+        *extra))
+    trainer, batch = smoke.build_trainer(argv)
+    rates = []
+    for i in range(updates):
+        if before is not None:
+            before(trainer, i)
+        rates.append(trainer.get_lr())
+        trainer.train_step([batch])
+    return trainer, rates
+
+
+@pytest.mark.parametrize("flags", PRECISIONS.values(), ids=PRECISIONS.keys())
+def test_replayed_whole_update_is_the_eager_update_bit_for_bit(data, recorder, flags):
+    eager, eager_rates = train(data, "device", flags)
+    graphed, rates = train(data, "graph", flags)
+    report = update_mode.existing(graphed).report()
+    assert report["disabled"] is None and report["graphs"] == 1, report
+    assert report["fallbacks"] == {"warm-up": WARMUP} and report["replayed"] == UPDATES - WARMUP, report
+    replayed = rates[WARMUP:]
+    assert rates == eager_rates and all(a != b for a, b in zip(replayed, replayed[1:]))  # a new rate each replay
+    assert torch.equal(weights(graphed.model), weights(eager.model))
+    start, _ = train(data, "device", flags, updates=0)
+    assert relative(weights(eager.model), weights(start.model)) > 1e-2  # and the updates did move the weights
+
+
+def test_a_learning_rate_kept_from_the_capture_is_caught(data, recorder, monkeypatch):
+    """The comparison above can fail: without the learning rate written before each replay, the replays keep the
+    capture's rate, and the weights leave the eager run's."""
+    eager, _ = train(data, "device")
+    monkeypatch.setattr(update_graphs.DeviceUpdate, "before_replay", lambda self: None)
+    stale, _ = train(data, "graph")
+    assert relative(weights(stale.model), weights(eager.model)) > 1e-4
+
+
+def test_the_capture_changes_nothing_and_its_update_is_the_first_replay(data, recorder):
+    kept = {}
+
+    def keep(trainer, i):
+        kept[i] = weights(trainer.model).clone()
+
+    graphed, _ = train(data, "graph", updates=WARMUP + 1, before=keep)
+    eager, _ = train(data, "device", updates=WARMUP + 1)
+    assert update_mode.existing(graphed).report()["replayed"] == 1
+    assert torch.equal(weights(graphed.model), weights(eager.model))  # updated once: not by the capture too
+    assert not torch.equal(weights(graphed.model), kept[WARMUP])
+
+
+def test_a_graphs_adamw_eps_is_adam_eps_not_the_capture_steps(data, recorder):
+    """fairseq's eps placement at the capture step (eps / sqrt(1 - 0.98 ** 4) = 3.5 eps) would be replayed for the
+    rest of the run; a graph adds --adam-eps after the bias correction instead (fairseq_npu/update/graphs.py)."""
+    trainer, _ = train(data, "graph", updates=WARMUP + 2, extra=("--adam-betas", "(0.9, 0.98)", "--adam-eps", "1e-6"))
+    (captured,) = update_mode.existing(trainer).graphs.values()
+    steps = [kwargs for func, args, kwargs, *_ in captured.graph._ops if "_fused_adamw_" in str(func)]
+    assert len(steps) == 1 and steps[0]["eps"] == 1e-6, steps
+
+
+def test_fp16_overflow_in_a_replay_is_skipped_and_counted_on_the_device(data, recorder):
+    """fp16 (O2) with dynamic loss scaling: each replay whose gradients overflow leaves the weights as they were,
+    halves the scale and counts the skip, on the device; once the gradients fit, the replays train again."""
+    overflow_at, updates = WARMUP + 2, WARMUP + 12  # from a replay on, not the capture
+    seen = {}
+
+    def overflow(trainer, i):
+        if i == overflow_at:
+            update_mode.existing(trainer).update.loss_scale.scale.fill_(2.0 ** 24)  # fp16 gradients overflow
+        seen[i] = weights(trainer.model).clone()
+
+    trainer, _ = train(data, "graph", ("--fp16",), updates=updates, before=overflow)
+    seen[updates] = weights(trainer.model)
+    graphs = update_mode.existing(trainer)
+    moved = [not torch.equal(seen[i + 1], seen[i]) for i in range(overflow_at, updates)]
+    skipped = moved.count(False)  # replays that changed nothing
+    assert not moved[0] and True in moved, moved  # the first overflowed, a later one trained
+    reading = graphs.update.loss_scale.read()
+    assert reading.overflows == skipped and reading.scale == 2.0 ** 24 / 2 ** skipped  # halved once per skip
+    assert graphs.report()["replayed"] == updates - WARMUP
