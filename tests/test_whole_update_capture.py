@@ -12,7 +12,10 @@ comparison on a real GPU.
 
 Expected, under tests/capture_parity.py's flags (a learning rate that changes at every update): the captured run's
 weights are bit for bit the eager run's, in fp32, amp bf16 and fp16, and O2 bf16 and fp16. A replayed update whose
-fp16 gradients overflow is skipped on the device and counted. A graph's AdamW eps is ``--adam-eps``.
+fp16 gradients overflow is skipped on the device and counted. A graph's AdamW eps is ``--adam-eps``. Through
+fairseq-train, with two pad buckets (two graphs in one pool, replayed in data order): the training log of a captured
+run is the eager run's, record for record, and a captured run resumed from its checkpoint logs what the run that
+never stopped logged.
 """
 
 import importlib.util
@@ -142,3 +145,58 @@ def test_fp16_overflow_in_a_replay_is_skipped_and_counted_on_the_device(data, re
     reading = graphs.update.loss_scale.read()
     assert reading.overflows == skipped and reading.scale == 2.0 ** 24 / 2 ** skipped  # halved once per skip
     assert graphs.report()["replayed"] == updates - WARMUP
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# through fairseq-train: several pad buckets (several graphs in one pool, replayed in data order), partial batches
+# filled, the training log, checkpoints
+
+RUN_UPDATES = 30
+VOLATILE = ("wps", "ups", "wpb", "bsz", "train_wall", "wall", "gb_free")  # speed and time, not numbers of the update
+
+
+@pytest.fixture(scope="module")
+def glue_data(tmp_path_factory):
+    from glue_tiny_data import make_glue_dir
+
+    # 2 to 30 words: batches fall into both pad buckets (16 and 32 with <s> and </s>)
+    return make_glue_dir(tmp_path_factory.mktemp("capture_glue"), {"train": 64, "valid": 8}, max_len=30)
+
+
+def fairseq_train(glue_data, update, *extra):
+    """fairseq-train of the tiny RoBERTa in this process; returns its train_inner records without the timings."""
+    from glue_tiny_data import tiny_roberta_args, train_in_process
+
+    args = tiny_roberta_args(glue_data, "sentence_prediction_npu", extra=(
+        "--optimizer", "fused_adamw", "--group-by-length", "--pad-buckets", "16,32", "--static-batch", "fill",
+        "--dropout", "0",
+        "--attention-dropout", "0", "--update-mode", update, "--max-update", str(RUN_UPDATES), *PARITY_FLAGS,
+        "--total-num-update", "36", *extra))  # decay over 32 updates: rates exact in float32 (capture_parity.py)
+    if "--save-dir" in extra:
+        args.remove("--no-save")
+    records = train_in_process(args)
+    return [{k: v for k, v in r.items() if k not in VOLATILE} for r in records if r["tag"] == "train_inner"]
+
+
+def test_fairseq_train_with_graphs_logs_the_eager_runs_numbers(glue_data, recorder, caplog):
+    import logging
+
+    eager = fairseq_train(glue_data, "device")
+    with caplog.at_level(logging.INFO, logger="fairseq_npu.update.graphs"):
+        graphed = fairseq_train(glue_data, "graph")
+    assert len(eager) == RUN_UPDATES and graphed == eager  # loss, accuracy, gnorm, lr... at every update
+    reports = [line for line in caplog.text.splitlines() if "update: graph report" in line]
+    report = __import__("json").loads(reports[-1].split("graph report ", 1)[1])
+    assert report["graphs"] == 2, report  # one per pad bucket
+    assert report["updates"] == RUN_UPDATES == report["replayed"] + sum(report["fallbacks"].values()), report
+    assert set(report["fallbacks"]) == {"warm-up"} and report["replayed"] > RUN_UPDATES // 2, report
+
+
+def test_a_captured_run_resumes_as_if_never_stopped(glue_data, recorder, tmp_path):
+    whole = fairseq_train(glue_data, "graph", "--save-dir", str(tmp_path / "whole"), "--save-interval-updates", "15",
+                          "--no-epoch-checkpoints")
+    saved = tmp_path / "whole" / "checkpoint_2_15.pt"
+    assert saved.exists(), sorted(p.name for p in (tmp_path / "whole").iterdir())
+    resumed = fairseq_train(glue_data, "graph", "--save-dir", str(tmp_path / "resumed"), "--restore-file", str(saved))
+    assert [int(r["num_updates"]) for r in resumed] == list(range(16, RUN_UPDATES + 1))
+    assert resumed == whole[15:]
