@@ -7,7 +7,7 @@ that owns it, its name, the function that builds the replacement from the origin
 what changes and why. ``install()`` applies them all and is idempotent (fairseq imports the user dir again in every
 spawned worker). On cuda most hooks step aside and stock behaviour runs unchanged. The wrappers are grouped by what
 they touch: ``flags`` (fairseq.options), ``trainer``, ``distributed``, ``checkpoints``, ``tasks``, ``amp``,
-``apex`` (every ``--use-apex`` wrapper), ``compat``.
+``apex`` (every ``--use-apex`` wrapper), ``data_thread`` (fairseq's batch-reading thread), ``compat``.
 
 ``python -m fairseq_npu.hooks [--json | --markdown]`` lists them.
 """
@@ -18,6 +18,7 @@ from typing import Callable, List, Optional
 
 from fairseq import checkpoint_utils, optim, options, trainer as fairseq_trainer, utils
 from fairseq.data import language_pair_dataset, token_block_dataset
+from fairseq.data.iterators import BackgroundConsumer
 from fairseq.distributed import utils as dist_utils
 from fairseq.models import distributed_fairseq_model
 from fairseq.optim.dynamic_loss_scaler import DynamicLossScaler
@@ -27,7 +28,7 @@ from fairseq.tasks.fairseq_task import FairseqTask
 from fairseq.tasks.sentence_prediction import SentencePredictionTask
 from fairseq.trainer import Trainer
 
-from fairseq_npu.hooks import amp, apex, checkpoints, compat, distributed, flags, tasks, trainer
+from fairseq_npu.hooks import amp, apex, checkpoints, compat, data_thread, distributed, flags, tasks, trainer
 from fairseq_npu.optim.fused_adamw import FairseqFusedAdamW
 from fairseq_npu.patching import is_hooked, wrap
 
@@ -222,6 +223,12 @@ HOOKS: List[Hook] = [
          "apex keeps its loss scale in module globals: a resumed run would restart from 2**16 and overflow down"),
     Hook(FairseqOptimizer, "load_state_dict", apex.load_state_dict,
          "--use-apex: restores apex.amp's loss scalers from that state", "as above"),
+    # ---- the batch-reading thread (fairseq_npu/hooks/data_thread.py)
+    Hook(BackgroundConsumer, "run", data_thread.run,
+         "reads no further batch once the process exits; an atexit handler waits until the thread is out of torch",
+         "the daemon thread keeps reading after training stops at --max-update; if Python finalizes while it is "
+         "inside torch, the process aborts (exit 134, 'terminate called without an active exception') after "
+         "'done training'"),
     # ---- library versions and other cuda-only code (fairseq_npu/hooks/compat.py)
     Hook(utils.set_torch_seed, "__init__", compat.set_torch_seed_init,
          "also seeds the npu generator; on a cpu run seeds the cpu generator only",
