@@ -26,6 +26,7 @@ import pytest
 import torch
 
 from capture_parity import PARITY_FLAGS, relative, weights
+from test_device_update import PRECISIONS  # the precisions the eager update is tested in
 from fairseq_npu.amp import smoke
 from fairseq_npu.update import graphs as update_graphs
 from fairseq_npu.update import mode as update_mode
@@ -35,13 +36,6 @@ pytestmark = pytest.mark.usefixtures("fresh_device")
 STAND_IN = Path(__file__).resolve().parent / "npu_stand_in" / "torch_npu" / "graphs.py"
 WARMUP = update_graphs.WARMUP_UPDATES
 UPDATES = WARMUP + 6  # eager warm-up, the capture (its update is the first replay), 5 more replays
-PRECISIONS = {
-    "fp32": (),
-    "amp-bf16": ("--amp", "--amp-dtype", "bfloat16"),
-    "amp-fp16": ("--amp", "--amp-dtype", "float16"),
-    "bf16": ("--bf16",),
-    "fp16": ("--fp16",),
-}
 
 
 @pytest.fixture(scope="module")
