@@ -17,30 +17,14 @@ import time
 from fairseq_cli.train import cli_main  # first: it sets fairseq-train's log format (read by the benchmarks)
 
 from fairseq import trainer  # noqa: E402
-from fairseq.logging import metrics  # noqa: E402
 from fairseq.tasks import fairseq_task  # noqa: E402
 
-_step = trainer.Trainer.train_step
-_optimizer_step = fairseq_task.FairseqTask.optimizer_step
+from benchmarks.step_timer import timed  # noqa: E402
 
-
-def _timed_optimizer_step(self, optimizer, model, update_num):
-    start = time.process_time()
-    out = _optimizer_step(self, optimizer, model, update_num)
-    metrics.log_scalar("opt_cpu_ms", (time.process_time() - start) * 1000.0, 1, round=2)
-    return out
-
-
-def _timed_train_step(self, samples, raise_oom=False):
-    start = time.process_time()
-    out = _step(self, samples, raise_oom)
-    # inside fairseq's "train_inner" aggregation: the record carries the mean over its interval
-    metrics.log_scalar("cpu_ms", (time.process_time() - start) * 1000.0, 1, round=2)
-    return out
-
-
-trainer.Trainer.train_step = _timed_train_step
-fairseq_task.FairseqTask.optimizer_step = _timed_optimizer_step
+# inside fairseq's "train_inner" aggregation: each record carries the mean over its interval
+trainer.Trainer.train_step = timed(trainer.Trainer.train_step, "cpu_ms", time.process_time)
+fairseq_task.FairseqTask.optimizer_step = timed(fairseq_task.FairseqTask.optimizer_step, "opt_cpu_ms",
+                                                time.process_time)
 
 if os.environ.get("BENCH_COMPILE_MODEL") == "1":
     from fairseq.tasks.sentence_prediction import SentencePredictionTask  # noqa: E402 (sentence_prediction_npu's too)

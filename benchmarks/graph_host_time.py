@@ -33,8 +33,8 @@ CHILD = r"""
 import contextlib, sys, time
 from fairseq_cli.train import cli_main
 from fairseq import trainer
-from fairseq.logging import metrics
 import fairseq_npu.update.graphs as graphs
+from benchmarks.step_timer import timed
 
 
 class Stream:
@@ -57,17 +57,7 @@ class NullGraph:
 
 
 graphs.graph_backend = lambda device_type: graphs.GraphBackend("cpu", NullGraphs, NullGraph, whole_update=True)
-step = trainer.Trainer.train_step
-
-
-def timed_step(self, samples, raise_oom=False):
-    start = time.perf_counter()
-    out = step(self, samples, raise_oom)
-    metrics.log_scalar("step_ms", (time.perf_counter() - start) * 1000.0, 1, round=3)
-    return out
-
-
-trainer.Trainer.train_step = timed_step
+trainer.Trainer.train_step = timed(trainer.Trainer.train_step, "step_ms", time.perf_counter, round_to=3)
 sys.argv = ["fairseq-train"] + sys.argv[1:]
 sys.exit(cli_main())
 """

@@ -225,7 +225,7 @@ HOOKS: List[Hook] = [
          "--use-apex: restores apex.amp's loss scalers from that state", "as above"),
     # ---- the batch-reading thread (fairseq_npu/hooks/data_thread.py)
     Hook(BackgroundConsumer, "run", data_thread.run,
-         "reads no further batch once the process exits; an atexit handler waits until the thread is out of torch",
+         "reads no further batch once the process exits; an atexit handler lets the thread end before finalization",
          "the daemon thread keeps reading after training stops at --max-update; if Python finalizes while it is "
          "inside torch, the process aborts (exit 134, 'terminate called without an active exception') after "
          "'done training'"),

@@ -5,7 +5,7 @@ filling its buffer after the training loop has returned (at ``--max-update``, mi
 that thread still runs (collating a batch with ``--num-workers 0``, unpickling one from a worker, freeing one), Python
 ends it from under C++ frames and the process aborts with "terminate called without an active exception" (exit 134,
 after "done training"): a finished run reported as failed. Measured before this hook: 1 run in 12 of a fast captured
-loop (benchmarks/graph_host_time.py), and every run of tests/test_hooks.py's reproduction.
+loop (benchmarks/graph_host_time.py), and every run of tests/test_hooks.py's fairseq-train with a slow collation.
 
 Here the thread reads its source through ``_until_exit``, which fetches no further batch once the process exits. At
 exit (an ``atexit`` handler, run before finalization) ``finish`` tells each thread so, makes room in its buffer for the
@@ -16,6 +16,7 @@ for the thread to end: no reading thread is left when the interpreter finalizes.
 import atexit
 import queue
 import threading
+import time
 import weakref
 
 EXIT_WAIT_S = 30.0  # the longest the batch in hand may take to finish at exit (a hung worker: give up, as before)
@@ -45,21 +46,15 @@ def run(original):
 def finish(timeout: float = EXIT_WAIT_S) -> bool:
     """End every reading thread (see the module docstring); True if all ended within ``timeout``."""
     _exiting.set()
-    deadline = threading.Event()
-    timer = threading.Timer(timeout, deadline.set)
-    timer.daemon = True
-    timer.start()
-    try:
-        for thread in list(_threads):
-            while thread.is_alive() and not deadline.is_set():
-                try:
-                    thread._queue.get_nowait()  # room for the batch in hand, then for the end marker
-                except queue.Empty:
-                    pass
-                thread.join(0.005)
-        return not any(thread.is_alive() for thread in list(_threads))
-    finally:
-        timer.cancel()
+    deadline = time.monotonic() + timeout
+    for thread in list(_threads):
+        while thread.is_alive() and time.monotonic() < deadline:
+            try:
+                thread._queue.get_nowait()  # room for the batch in hand, then for the end marker
+            except queue.Empty:
+                pass
+            thread.join(0.005)
+    return not any(thread.is_alive() for thread in list(_threads))
 
 
 atexit.register(finish)
