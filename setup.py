@@ -46,7 +46,7 @@ setup(
         # transformers is the parity reference in tests and reads Hugging Face configs in the converter
         # accelerate: what transformers.Trainer needs (the Hugging Face column of the benchmarks, which the GPU
         # check's dry run in the suite exercises too); transformers 5 asks for >= 1.1.0
-        "test": ["pytest>=7", "transformers>=4.40", "accelerate>=1.1.0"],
+        "test": ["pytest>=7", "pytest-xdist>=3", "transformers>=4.40", "accelerate>=1.1.0"],
         "convert": ["transformers>=4.40"],
         "bench": ["matplotlib", "transformers>=4.40", "accelerate>=1.1.0"],
     },
