@@ -6,6 +6,7 @@ import os
 import platform
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -132,25 +133,65 @@ def loadavg() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def run_logged(cmd: List[str], log_path: Path, env: Optional[Dict[str, str]] = None, timeout: float = 1800) -> dict:
-    """Run ``cmd`` from the repo root, output to ``log_path``; returns wall time, exit code and the 1-minute load
-    average before and after (the machine is shared: a busy machine makes the figures noisy)."""
+def start_logged(cmd: List[str], log_path: Path, env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
+    """Start ``cmd`` from the repo root in a process group of its own (a launch script and the trainer it starts
+    can then be stopped together), output to ``log_path``, which begins with the command line."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = dict(os.environ)
     full_env.update(env or {})
-    before = loadavg()
-    t0 = time.perf_counter()
     with open(log_path, "w") as log:
         log.write("$ " + " ".join(shlex.quote(c) for c in cmd) + "\n")
         log.flush()
-        proc = subprocess.run(cmd, cwd=REPO, env=full_env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
-    wall = time.perf_counter() - t0
+        return subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """Stop ``proc`` and every process it started: SIGTERM to its group, SIGKILL after ``grace_s``. Stopping only
+    the launch script would leave its trainer running on the device, under the next benchmark's timings."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait_s)
+            # the group may outlive its leader for a moment: SIGKILL whatever is left
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            break
+        except subprocess.TimeoutExpired:
+            continue
+        break
+
+
+def finished_run(proc: subprocess.Popen, log_path: Path, wall: float, before: float) -> dict:
+    """The record of a run that ended by itself: wall time, exit code, the load around it; a failed run raises
+    with the log's last lines."""
     info = dict(returncode=proc.returncode, wall_s=round(wall, 1), load_before=before, load_after=loadavg(),
-                log=str(log_path.relative_to(REPO)))
+                log=str(log_path.relative_to(REPO)) if log_path.is_relative_to(REPO) else str(log_path))
     if proc.returncode != 0:
         tail = log_path.read_text(errors="replace").splitlines()[-15:]
         raise RuntimeError(f"command failed ({proc.returncode}), log {log_path}:\n" + "\n".join(tail))
     return info
+
+
+def run_logged(cmd: List[str], log_path: Path, env: Optional[Dict[str, str]] = None, timeout: float = 1800) -> dict:
+    """Run ``cmd`` from the repo root, output to ``log_path``; returns wall time, exit code and the 1-minute load
+    average before and after (the machine is shared: a busy machine makes the figures noisy). A run still going
+    after ``timeout`` seconds is stopped with everything it started, and raises."""
+    before = loadavg()
+    t0 = time.perf_counter()
+    proc = start_logged(cmd, log_path, env)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop_group(proc)
+        raise RuntimeError(f"stopped at its time limit ({timeout:.0f} s), log {log_path}") from None
+    except BaseException:  # interrupted: the run must not outlive its benchmark
+        stop_group(proc)
+        raise
+    return finished_run(proc, log_path, time.perf_counter() - t0, before)
 
 
 def shell_command(cmd: List[str], env: Optional[Dict[str, str]] = None) -> str:
