@@ -11,11 +11,10 @@ from fairseq import checkpoint_utils, options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq.logging import metrics
 from fairseq.trainer import Trainer
-from fairseq_npu import device
+from fairseq_npu import device, precision
 from fairseq_npu.amp import flags, smoke
 from fairseq_npu.amp.amp_optimizer import SCALER_KEY, DeviceAMPOptimizer
 from benchmarks.op_counter import OpCounter
-from fairseq_npu.amp.autocast import autocast_dtype_for
 
 USER_DIR = os.path.dirname(fairseq_npu.__file__)
 
@@ -128,7 +127,7 @@ def test_o1_threshold_loss_scale_is_a_floor(tiny_glue):
 def test_o1_bf16_autocast_trains_a_tiny_model_on_cpu(tiny_glue):
     cfg = make_cfg(tiny_glue, "--amp", "--lr", "1e-2", "--dropout", "0")  # --amp-dtype auto: bfloat16 on cpu
     trainer, batch = make_trainer(cfg)
-    assert autocast_dtype_for(trainer.optimizer) == torch.bfloat16
+    assert trainer.optimizer.autocast().fast_dtype == torch.bfloat16
     assert not trainer.optimizer.scaler.is_enabled()  # bf16 needs no loss scaling
     seen = []
     fc = trainer.model.encoder.sentence_encoder.layers[0].fc1
@@ -200,11 +199,11 @@ def test_npu_uses_torch_npu_grad_scaler_and_fp16_autocast(npu_stand_in, monkeypa
     scaler = make_grad_scaler(init_scale=4, growth_interval=128)
     assert isinstance(scaler, RecordingScaler)
     assert built == [dict(init_scale=4.0, growth_interval=128, enabled=True)]
-    assert flags.amp_dtype() == torch.float16
+    assert precision.amp_dtype(device.get()) == "float16"
     npu_stand_in.STATE["bf16"] = False  # a 910A: no bf16
     monkeypatch.setenv(flags.AMP_DTYPE_ENV, "bfloat16")
     with pytest.raises(RuntimeError, match="--amp-dtype bfloat16: device npu does not support it"):
-        flags.amp_dtype()
+        precision.amp_dtype(device.get())
 
 
 def test_o1_gradient_scaling_is_the_inner_optimizers(tiny_glue):

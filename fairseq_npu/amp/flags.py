@@ -23,7 +23,7 @@ from typing import List
 
 import torch
 
-from fairseq_npu import device, precision
+from fairseq_npu import precision
 from fairseq_npu.amp import apex_amp
 from fairseq_npu.argv import flag_value, has_flag
 from fairseq_npu.precision import AMP_DTYPE_ENV, DEFAULT_OPT_LEVEL, OPT_LEVELS
@@ -33,11 +33,6 @@ logger = logging.getLogger(__name__)
 AMP_DTYPES = {name: getattr(torch, name) for name in precision.AMP_DTYPES}
 PRECISION_FLAGS = precision.PRECISION_FLAGS
 NEVER = 2 ** 30  # a scale window no run reaches: apex's static loss scale never grows
-
-
-def amp_dtype() -> torch.dtype:
-    """The autocast dtype of O1 training on this process's device (decided by fairseq_npu.precision)."""
-    return AMP_DTYPES[precision.amp_dtype(device.get())]
 
 
 class _AmpDtypeAction(argparse.Action):
