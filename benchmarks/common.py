@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -133,9 +134,18 @@ def loadavg() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def start_logged(cmd: List[str], log_path: Path, env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
     """Start ``cmd`` from the repo root in a process group of its own (a launch script and the trainer it starts
     can then be stopped together), output to ``log_path``, which begins with the command line."""
+    # a run in its own group no longer gets the SIGTERM that `timeout` sends to the benchmark's group: the
+    # benchmark turns it into SystemExit, so that its callers stop their runs on the way out (stop_group)
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = dict(os.environ)
     full_env.update(env or {})

@@ -7,6 +7,7 @@ import ast
 import json
 import re
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -187,6 +188,23 @@ def test_a_timed_out_run_is_stopped_with_what_it_started(tmp_path):
     with pytest.raises(RuntimeError, match=r"stopped at its time limit \(2 s\)"):
         common.run_logged(cmd, tmp_path / "slow.log", timeout=2)
     assert not _alive(int((tmp_path / "slow" / "trainer.pid").read_text()))
+
+
+@pytest.mark.parametrize("concurrent", [False, True])
+def test_a_benchmark_stopped_by_timeout_stops_its_runs(tmp_path, concurrent):
+    # gpu_check.sh bounds each step with `timeout`, which signals the step's process group only
+    cmd = _fake_run(tmp_path, "slow", "sleep 120 & echo $! > trainer.pid; wait")
+    call = (f"capture_accuracy.concurrent_runs({{(1, 'eager'): {cmd!r}}}, deadline=time.monotonic() + 600)"
+            if concurrent else f"common.run_logged({cmd!r}, Path({str(tmp_path / 'slow.log')!r}), timeout=600)")
+    script = f"import time; from pathlib import Path; from benchmarks import capture_accuracy, common; {call}"
+    out = subprocess.run(["timeout", "3", sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 124, out.stderr[-2000:]
+    trainer = int((tmp_path / "slow" / "trainer.pid").read_text())
+    deadline = time.monotonic() + 15
+    while _alive(trainer) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(trainer)
 
 
 def test_the_judgement_pairs_seeds_finished_in_both_arms():
