@@ -13,7 +13,7 @@ import re
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 from benchmarks import common, compare
 
@@ -69,12 +69,24 @@ def targets(table: dict) -> Dict[str, dict]:
         out[model] = dict(
             measured=True, samples_per_s=ours, vs_stock=vs_stock, vs_fastest_hf=vs_hf,
             fastest_hf_row=m.get("fastest_hf"), graph_report=graphs,
+            device_busy=device_busy(graphs, ours, table.get("batch_size")),
             goals={f">= {TARGET_SAMPLES_PER_S:,.0f} samples/s": None if ours is None else ours >= TARGET_SAMPLES_PER_S,
                    f">= {TARGET_VS_STOCK:.0f}x stock fairseq-train":
                        None if vs_stock is None else vs_stock >= TARGET_VS_STOCK,
                    f">= {TARGET_VS_HF:.0f}x the fastest HF Trainer row":
                        None if vs_hf is None else vs_hf >= TARGET_VS_HF})
     return out
+
+
+def device_busy(graphs: Optional[dict], samples_per_s: Optional[float], batch_size: Optional[int]) -> Optional[dict]:
+    """The device time of a replayed update against the wall time of an update: near 1, the run is device-bound
+    (shorter pad buckets would help); well below, the device waits for the host (data loading, Python)."""
+    replay_ms = (graphs or {}).get("replay_ms_mean")
+    if not replay_ms or not samples_per_s or not batch_size:
+        return None
+    wall_ms = 1000.0 * batch_size / samples_per_s
+    return dict(replay_ms=replay_ms, wall_ms_per_update=round(wall_ms, 3), share=round(replay_ms / wall_ms, 3),
+                replay_ms_by_shape=graphs.get("replay_ms"))
 
 
 def reductions(table: dict, accuracy: dict) -> list:
@@ -142,17 +154,21 @@ def markdown(report: dict) -> str:
         md += ["", "Left out to fit the budget: " + "; ".join(report["reductions"]) + "."]
     md += ["", "## CUDA tests", ""] + [f"- `{name}`: {outcome}" for name, outcome in t["tests"].items()]
     md += ["", "## Targets (SST-2, batch 32, `train_performance_1p.sh` defaults)", "",
-           "| model | samples/s | vs stock | vs fastest HF row | CUDA graphs | goals met |",
-           "|---|---|---|---|---|---|"]
+           "| model | samples/s | vs stock | vs fastest HF row | CUDA graphs | device ms per replay / wall ms per "
+           "update | goals met |",
+           "|---|---|---|---|---|---|---|"]
     for model, tg in report["targets"].items():
         if not tg["measured"]:
-            md.append(f"| {model} | not measured | | | | |")
+            md.append(f"| {model} | not measured | | | | | |")
             continue
         g = tg["graph_report"]
         graphs = f"{g['graphs']}, {g['replay_share']:.0%} replayed, fallbacks {g['fallbacks']}" if g else "-"
         met = ", ".join(f"{k}: {v}" for k, v in tg["goals"].items())
+        busy = tg.get("device_busy")
+        busy_cell = (f"{busy['replay_ms']:.2f} / {busy['wall_ms_per_update']:.2f} ({busy['share']:.0%} busy; by "
+                     f"shape {busy['replay_ms_by_shape']})" if busy else "-")
         md.append(f"| {model} | {_fmt(tg['samples_per_s'], 1)} | {_fmt(tg['vs_stock'])}x | "
-                  f"{_fmt(tg['vs_fastest_hf'])}x ({tg['fastest_hf_row']}) | {graphs} | {met} |")
+                  f"{_fmt(tg['vs_fastest_hf'])}x ({tg['fastest_hf_row']}) | {graphs} | {busy_cell} | {met} |")
     acc = report["accuracy"]
     j = acc.get("judgement", {})
     md += ["", f"Dev accuracy at equal budget ({acc.get('model', 'roberta')}, {acc.get('budget', 'one epoch')} of "

@@ -139,6 +139,18 @@ def test_targets_are_checked_for_both_models():
     assert gpu_report.targets({"models": {"roberta": _table(4200.0, 800.0, 1400.0)}})["albert"] == {"measured": False}
 
 
+def test_the_report_sets_a_replays_device_time_beside_the_wall_time_of_an_update():
+    roberta = _table(4000.0, 800.0, 1400.0)
+    roberta["rows"][compare.LAUNCH]["runs"] = [{"graph_report": {
+        "graphs": 2, "replay_share": 0.98, "fallbacks": {"warm-up": 6},
+        "replay_ms": {"32x32": 7.0, "32x64": 9.0}, "replay_ms_mean": 7.2, "replays_timed": 245}}]
+    got = gpu_report.targets({"batch_size": 32, "models": {"roberta": roberta}})["roberta"]["device_busy"]
+    # 32 samples at 4,000/s: 8 ms per update, of which the device worked 7.2
+    assert got == {"replay_ms": 7.2, "wall_ms_per_update": 8.0, "share": 0.9,
+                   "replay_ms_by_shape": {"32x32": 7.0, "32x64": 9.0}}
+    assert gpu_report.device_busy({"graphs": 0}, 4000.0, 32) is None  # no timing events on the device
+
+
 def test_step_budgets_fit_the_call():
     budgets = {step: b["seconds"] for step, b in gpu_report.budgets().items()}
     assert list(budgets) == ["install", "tests", "accuracy", "throughput", "total"]

@@ -49,6 +49,7 @@ from typing import Dict, Optional
 import torch
 
 from fairseq_npu.update.device_update import DeviceUpdate
+from fairseq_npu.update.replay_timer import ReplayTimer
 
 logger = logging.getLogger(__name__)
 
@@ -64,13 +65,15 @@ class GraphBackend:
     module: object  # torch.cuda or torch.npu: Stream, stream, current_stream, synchronize, graph, graph_pool_handle
     graph_class: type
     whole_update: bool  # the optimizer step too (cuda), or forward and backward only (npu)
+    event_class: Optional[type] = None  # timing events (torch.cuda.Event, torch.npu.Event): replays timed if set
 
 
 def graph_backend(device_type: str) -> Optional[GraphBackend]:
     if device_type == "cuda":
-        return GraphBackend("cuda", torch.cuda, torch.cuda.CUDAGraph, whole_update=True)
+        return GraphBackend("cuda", torch.cuda, torch.cuda.CUDAGraph, whole_update=True, event_class=torch.cuda.Event)
     if device_type == "npu" and hasattr(getattr(torch, "npu", None), "NPUGraph"):
-        return GraphBackend("npu", torch.npu, torch.npu.NPUGraph, whole_update=False)
+        return GraphBackend("npu", torch.npu, torch.npu.NPUGraph, whole_update=False,
+                            event_class=getattr(torch.npu, "Event", None))
     return None
 
 
@@ -105,6 +108,7 @@ def _tensors(tree, prefix=""):
 class _Captured:
     def __init__(self, graph, static_sample, outputs):
         self.graph = graph
+        self.label = "x".join(map(str, static_sample["net_input"]["src_tokens"].shape))  # batch x length
         self.inputs = dict(_tensors(static_sample))  # the graph's input buffers, filled before each replay
         self.outputs = outputs  # (logging outputs, sample size, grad norm) as captured
 
@@ -127,6 +131,8 @@ class GraphedUpdate:
         self.side_stream = None
         device_type = update.device_type
         self.backend = graph_backend(device_type)
+        event_class = self.backend.event_class if self.backend is not None else None
+        self.timer = ReplayTimer(event_class) if event_class is not None else None
         self.disabled = None
         if self.backend is None:
             self.disabled = f"device {device_type} (graphs need cuda, or npu with torch_npu's NPUGraph)"
@@ -246,7 +252,10 @@ class GraphedUpdate:
                     target.copy_(source.pin_memory() if pinned else source, non_blocking=True)
             if whole:
                 update.before_replay()
+        started = self.timer.start() if self.timer is not None else None
         captured.graph.replay()
+        if started is not None:
+            self.timer.stop(captured.label, started)
         self.replays += 1
         logging_outputs, sample_size, grad_norm = captured.outputs
         if not whole:
@@ -283,4 +292,6 @@ class GraphedUpdate:
             "replay_share": round(self.replays / self.updates, 4) if self.updates else 0.0,
             "fallbacks": dict(self.fallbacks),
             "disabled": self.disabled,
+            # device time per replay, by batch shape (update/replay_timer.py); none where the device has no events
+            **(self.timer.report() if self.timer is not None else {}),
         }
