@@ -17,7 +17,7 @@ Two ways to run the seeds:
 
 With one seed per arm there is no spread to judge the gap by, and the result says so.
 
-    python -m benchmarks.capture_accuracy --device cuda --seeds 1,2,3 --concurrent --time-budget 150 --out-dir OUT
+    python -m benchmarks.capture_accuracy --device cuda --seeds 1,2,3 --concurrent --time-budget 165 --out-dir OUT
     python -m benchmarks.capture_accuracy --device cpu --size tiny --max-update 20 --out-dir OUT   # a dry run
 """
 
