@@ -182,7 +182,8 @@ def test_concurrent_runs_stop_at_the_deadline_with_the_trainers_they_started(tmp
         (1, "eager"): _fake_run(tmp_path, "failed", "echo broken; exit 3"),
         # a launch script whose trainer outlives its budget: both must go
         (2, "eager"): _fake_run(tmp_path, "slow", "sleep 120 & echo $! > trainer.pid; wait"),
-        (2, "captured"): _fake_run(tmp_path, "bad", "echo '{\"status\": \"failed\", \"reason\": \"x\"}' > summary.json"),
+        (2, "captured"): _fake_run(tmp_path, "bad",
+                                   "echo '{\"status\": \"failed\", \"reason\": \"x\"}' > summary.json"),
     }
     started = time.monotonic()
     got = capture_accuracy.concurrent_runs(commands, deadline=started + 3)
