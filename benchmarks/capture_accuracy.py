@@ -136,7 +136,7 @@ def judge(arms: dict) -> dict:
     note = ("one seed per arm: no spread to judge the gap by" if len(paired) == 1 else
             f"{len(paired)} seeds per arm" if paired else "no finished pair")
     return dict(arms=stats, seeds=[int(s) for s in paired], gap_captured_minus_eager=gap, within_seed_spread=within,
-                pairs=len(paired), note=note)
+                note=note)
 
 
 def record(result: dict, path: Path) -> None:
@@ -222,7 +222,7 @@ def main(argv=None) -> int:
     j = result.get("judgement", {})
     print(f"capture_accuracy: {j.get('note')}; captured - eager = {j.get('gap_captured_minus_eager')}; within the "
           f"seeds' spread: {j.get('within_seed_spread')}; wrote {path}")
-    return 1 if failed or not j.get("pairs") else 0
+    return 1 if failed or not j.get("seeds") else 0
 
 
 if __name__ == "__main__":

@@ -157,22 +157,19 @@ def start_logged(cmd: List[str], log_path: Path, env: Optional[Dict[str, str]] =
 
 
 def stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """Stop ``proc`` and every process it started: SIGTERM to its group, SIGKILL after ``grace_s``. Stopping only
-    the launch script would leave its trainer running on the device, under the next benchmark's timings."""
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+    """Stop ``proc`` and every process it started: SIGTERM to its group, SIGKILL to whatever is left after
+    ``grace_s``. Stopping only the launch script would leave its trainer running on the device, under the next
+    benchmark's timings."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=wait_s)
-            # the group may outlive its leader for a moment: SIGKILL whatever is left
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            break
+            proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
-            continue
-        break
+            pass
+        os.killpg(proc.pid, signal.SIGKILL)  # the group outlives its leader while any member lives
+    except ProcessLookupError:  # the group is gone
+        pass
+    proc.wait()
 
 
 def finished_run(proc: subprocess.Popen, log_path: Path, wall: float, before: float) -> dict:
