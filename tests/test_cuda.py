@@ -13,6 +13,8 @@ import re
 import socket
 import subprocess
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
               pytest.mark.usefixtures("fresh_device")]  # fresh_device: tests/conftest.py
 HUGE_SCALE = str(2**30)  # any fp16 loss times this overflows: the first steps must be skipped, not applied
+PINNED_BLOCKS = 16384  # 4 KiB each: 64 MiB of pinned host memory at most
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +179,36 @@ def test_captured_update_gives_the_eager_weights(smoke_data, monkeypatch, model,
     # the updates moved the weights far more than the two runs differ
     moved = relative(eager, initial)
     assert moved > 10 * rtol, moved
+
+
+def test_a_capture_goes_on_while_another_thread_pins_host_memory(smoke_data, monkeypatch):
+    """fairseq's batch reader pins each batch on its own thread (``DataLoader(pin_memory=True)``) while the update
+    captures. Under torch's default capture mode ("global") that thread's cudaHostAlloc fails the capture and the
+    thread; the update captures in "thread_local" mode (fairseq_npu/update/graphs.py)."""
+    from fairseq_npu.update.graphs import WARMUP_UPDATES
+
+    stop, errors, pinned = threading.Event(), [], []
+
+    def pin():  # every block kept: each pin is a new cudaHostAlloc, none served from the allocator's cache
+        while not stop.is_set() and len(pinned) < PINNED_BLOCKS:
+            try:
+                pinned.append(torch.empty(4096, dtype=torch.uint8).pin_memory())
+            except Exception as err:
+                errors.append(f"{type(err).__name__}: {err}")
+                return
+            time.sleep(0.0002)
+
+    reader = threading.Thread(target=pin, daemon=True)
+    reader.start()
+    try:
+        _, _, update = train_in_process(smoke_data, "graph", (), monkeypatch)
+    finally:
+        stop.set()
+        reader.join(timeout=30)
+    report = update.report()
+    assert errors == [], errors
+    assert report["graphs"] == 1 and report["fallbacks"] == {"warm-up": WARMUP_UPDATES}, report
+    assert len(pinned) > 0
 
 
 def test_fp16_overflow_is_skipped_inside_the_graph_and_training_goes_on(runs):

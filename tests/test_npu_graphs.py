@@ -94,3 +94,39 @@ def test_stand_in_capture_is_strict(npu_host):
     g.replay()
     g.replay()
     assert y.tolist() == [2.0] * 4
+
+
+def test_stand_in_capture_modes_rule_other_threads(npu_host):
+    """global (the default): another thread's pinned allocation is refused and breaks the capture; thread_local:
+    it is not; any other mode is an error, as in torch_npu."""
+    import threading
+
+    graphs = npu_host.graphs
+    for mode, refused in [("global", True), ("thread_local", False), ("relaxed", False)]:
+        errors = []
+
+        def pin():
+            try:
+                graphs.host_alloc(64)
+            except graphs.CaptureError as err:
+                errors.append(str(err))
+
+        g = torch.npu.NPUGraph()
+        if refused:
+            with pytest.raises(graphs.CaptureError, match="the capture was invalidated"):
+                with torch.npu.graph(g, capture_error_mode=mode):
+                    reader = threading.Thread(target=pin)
+                    reader.start()
+                    reader.join()
+            assert len(errors) == 1 and "not permitted when stream is capturing" in errors[0]
+        else:
+            with torch.npu.graph(g, capture_error_mode=mode):
+                reader = threading.Thread(target=pin)
+                reader.start()
+                reader.join()
+                graphs.host_alloc(64)  # the capturing thread's own host allocation is not ruled here
+            assert errors == []
+        assert not torch.npu.is_current_stream_capturing()
+    with pytest.raises(RuntimeError, match="Unknown capture error mode 'local'"):
+        with torch.npu.graph(torch.npu.NPUGraph(), capture_error_mode="local"):
+            pass

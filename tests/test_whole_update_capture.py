@@ -21,6 +21,7 @@ ALBERT: every update after the warm-up replays a graph, and the losses follow th
 
 import importlib.util
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,39 @@ def test_the_capture_changes_nothing_and_its_update_is_the_first_replay(data, re
     assert update_mode.existing(graphed).report()["replayed"] == 1
     assert torch.equal(weights(graphed.model), weights(eager.model))  # updated once: not by the capture too
     assert not torch.equal(weights(graphed.model), kept[WARMUP])
+
+
+@pytest.mark.parametrize("mode", ["as shipped", "global"])
+def test_a_capture_leaves_the_batch_readers_pinning_thread_free(data, recorder, monkeypatch, mode):
+    """fairseq's batch reader pins host memory on its own thread while the update captures. The update's mode
+    (thread_local) lets it; torch's default (global) would fail the capture and the reading thread."""
+    if mode == "global":
+        monkeypatch.setattr(update_graphs, "CAPTURE_ERROR_MODE", mode)
+    reader_errors = []
+    begin = recorder.NPUGraph.capture_begin
+
+    def begin_while_a_reader_pins(graph, *args, **kwargs):
+        begin(graph, *args, **kwargs)
+        reader = threading.Thread(target=lambda: _pin(recorder, reader_errors))
+        reader.start()
+        reader.join()
+
+    monkeypatch.setattr(recorder.NPUGraph, "capture_begin", begin_while_a_reader_pins)
+    trainer, _ = train(data, "graph")
+    report = update_mode.existing(trainer).report()
+    if mode == "as shipped":
+        assert reader_errors == [] and report["graphs"] == 1, (reader_errors, report)
+        assert report["replayed"] == UPDATES - WARMUP, report
+    else:  # the stand-in's rule bites: the capture and the reader both fail
+        assert len(reader_errors) == 1 and "operation not permitted when stream is capturing" in reader_errors[0]
+        assert report["graphs"] == 0 and report["fallbacks"]["capture failed for this shape"] == UPDATES - WARMUP
+
+
+def _pin(recorder, errors):
+    try:
+        recorder.host_alloc(4096)
+    except Exception as err:
+        errors.append(str(err))
 
 
 def test_a_graphs_adamw_eps_is_adam_eps_not_the_capture_steps(data, recorder):

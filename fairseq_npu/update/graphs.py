@@ -23,6 +23,12 @@ optimizer moments, the loss scale, the counters and the learning-rate tensors ar
 capture, outside the pool; what the criterion returns for logging is read by the host-side metric updates right
 after the replay, in stream order, before any other graph runs.
 
+Threads: a capture restricts only its own thread (``capture_error_mode="thread_local"``). fairseq's batch
+iterator pins each batch in host memory (``DataLoader(pin_memory=True)``) on a thread of its own, which keeps
+reading ahead while the update captures. Under torch's default mode ("global") that thread's pinned allocation
+(cudaHostAlloc, aclrtMallocHost) is refused during any capture: the capture fails and the reading thread raises,
+which ends the run. Nothing that thread does touches the capturing stream, so nothing of it belongs in the graph.
+
 Randomness: dropout inside a graph draws from torch's graph-safe Philox state, which replay advances and which
 ``torch.manual_seed`` resets; fairseq seeds every update with seed + update number, so a run is reproducible from
 ``--seed`` (its dropout masks are not the eager run's).
@@ -55,6 +61,8 @@ logger = logging.getLogger(__name__)
 
 WARMUP_UPDATES = 3  # eager updates of a shape before it is captured
 MAX_GRAPHS = 16  # pad buckets x precisions of one run stay far below this
+# other threads (fairseq's batch reader pinning host memory) stay free while this one captures: module docstring
+CAPTURE_ERROR_MODE = "thread_local"
 # criteria whose sample size is fixed by the batch shape (the graph bakes 1 / sample size in)
 SHAPE_DETERMINED_SAMPLE_SIZE = ("sentence_prediction",)
 
@@ -82,7 +90,7 @@ def probe_npu_dropout(backend: GraphBackend, device) -> Optional[str]:
     try:
         ones = torch.ones(256, device=device)
         graph = backend.graph_class()
-        with backend.module.graph(graph):
+        with backend.module.graph(graph, capture_error_mode=CAPTURE_ERROR_MODE):
             dropped = torch.nn.functional.dropout(ones, 0.5, training=True)
         graph.replay()
         first = dropped.clone()
@@ -219,7 +227,8 @@ class GraphedUpdate:
             self.pool = backend.module.graph_pool_handle()
         try:
             backend.module.synchronize()
-            with update.capturing(), backend.module.graph(graph, pool=self.pool):
+            with update.capturing(), backend.module.graph(graph, pool=self.pool,
+                                                          capture_error_mode=CAPTURE_ERROR_MODE):
                 if backend.whole_update:
                     outputs = update.body([static], [False])
                 else:  # npu: forward and backward; the step runs eagerly after each replay

@@ -16,6 +16,12 @@ Rules, as strict as the real capture:
 - autocast with its weight cache is refused: a cached cast made during capture would be stale at replay
   (torch_npu/npu/graphs.py, ``make_graphed_callables``: "does not support the autocast caching. Please set
   `cache_enabled=False`");
+- another thread's pinned host allocation (``host_alloc``: cudaHostAlloc / aclrtMallocHost, which
+  ``Tensor.pin_memory`` calls, e.g. on a DataLoader's reading thread) is refused while a capture in
+  ``capture_error_mode="global"`` (the default) is underway, and invalidates that capture: its end raises
+  (CUDA's cudaStreamCaptureModeGlobal, torch_npu's ACL_MODEL_RI_CAPTURE_MODE_GLOBAL; torch/cuda/graphs.py and
+  torch_npu/npu/graphs.py, ``graph``: '"global" will error on actions in other threads, "thread_local" will only
+  error for actions in the current thread'); the mode is one of ``CAPTURE_ERROR_MODES``;
 - dropout can be made uncapturable (``STATE["dropout_capture"] = False``), as it is on some torch_npu/CANN
   versions: a graph that holds a random operator then replays the numbers of its capture.
 
@@ -30,6 +36,7 @@ torch.cuda's capture (torch/cuda/graphs.py), so tests of the whole-update captur
 """
 
 import itertools
+import threading
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -37,6 +44,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 STATE = {"capturing": False, "dropout_capture": True}
+CAPTURE_ERROR_MODES = ("global", "thread_local", "relaxed")
+_CAPTURE = {"thread": None, "mode": None, "invalidated": None}  # the capture underway, and what broke it
 _POOLS = itertools.count(1)
 
 # operators that need the device's answer on the host, or whose output size depends on the data
@@ -136,6 +145,10 @@ class NPUGraph:
     def capture_begin(self, pool=None, capture_error_mode="global"):
         if STATE["capturing"]:
             raise CaptureError("only one NPU graph capture may be underway at a time")
+        if capture_error_mode not in CAPTURE_ERROR_MODES:
+            raise RuntimeError(f"Unknown capture error mode {capture_error_mode!r}; expected one of "
+                               f"{', '.join(CAPTURE_ERROR_MODES)}")
+        _CAPTURE.update(thread=threading.get_ident(), mode=capture_error_mode, invalidated=None)
         self._ops = []
         self._saved, self._new_storages = {}, set()
         self._recorder = _Recorder(self)
@@ -151,6 +164,11 @@ class NPUGraph:
         for storage, before in self._saved.values():  # as on the device, the capture has changed nothing
             storage.copy_(before)
         self._saved = {}
+        invalidated, _CAPTURE["invalidated"], _CAPTURE["thread"] = _CAPTURE["invalidated"], None, None
+        if invalidated is not None:
+            self._ops = None
+            raise CaptureError(f"operation failed due to a previous error during capture: the capture was "
+                               f"invalidated ({invalidated})")
 
     def replay(self):
         if self._ops is None:
@@ -193,6 +211,16 @@ class graph:
 
     def __exit__(self, exc_type, exc_value, traceback):
         self.npu_graph.capture_end()
+
+
+def host_alloc(nbytes: int) -> bytearray:
+    """A pinned host allocation (cudaHostAlloc / aclrtMallocHost behind ``Tensor.pin_memory``); see the module
+    docstring for when it is refused."""
+    if (STATE["capturing"] and _CAPTURE["mode"] == "global" and _CAPTURE["thread"] != threading.get_ident()):
+        why = "pinned host allocation from another thread during a capture in global mode"
+        _CAPTURE["invalidated"] = why
+        raise CaptureError(f"operation not permitted when stream is capturing: {why}")
+    return bytearray(nbytes)
 
 
 def graph_pool_handle():
