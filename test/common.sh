@@ -162,6 +162,7 @@ choose_device() {
     # cpu "devices" are cores as nproc counts them (it honours OMP_NUM_THREADS), like the thread split below
     [ "$DEVICE" = cpu ] && have="$(nproc)"
     if [ "$DEVICE" = npu ] && [ -f "$TEST_DIR/env_npu.sh" ]; then
+        CALLER_TASK_QUEUE="${TASK_QUEUE_ENABLE-}"  # a level the caller chose is kept (npu_task_queue)
         # shellcheck source=env_npu.sh
         source "$TEST_DIR/env_npu.sh"
     fi
@@ -253,6 +254,7 @@ launch() {
 
     local fairseq_args=()
     mapfile -d '' -t fairseq_args < "$OUTPUT_DIR/${files}fairseq_args"
+    npu_task_queue "${fairseq_args[@]}"
     local entry=(-m fairseq_cli.train) log="$OUTPUT_DIR/train.log"
     if [ "$MODE" = eval ]; then
         entry=(-m fairseq_npu.cli.evaluate)
@@ -293,6 +295,26 @@ launch() {
     [ -n "$STOPPED_BY" ] && summarize+=(--signal "$STOPPED_BY")
     # the summary step exits 1 (after writing summary.json and one error line) when the run failed or was stopped
     launch_helper "${summarize[@]}" || { [ "$rc" != 0 ] && exit "$rc"; exit 1; }
+}
+
+# torch_npu captures no NPU graph at TASK_QUEUE_ENABLE=2 (torch_npu/csrc/core/npu/NPUGraph.cpp,
+# NPUGraph::capture_begin), the level env_npu.sh picks for eager runs: a run that captures (--update-mode graph, the
+# fast preset's on npu) runs at level 1, unless the caller chose a level
+npu_task_queue() {
+    [ "$DEVICE" = npu ] || return 0
+    local a mode="" prev=""
+    for a in "$@"; do
+        case "$a" in --update-mode=*) mode="${a#*=}" ;; esac
+        [ "$prev" = --update-mode ] && mode="$a"
+        prev="$a"
+    done
+    [ "$mode" = graph ] || return 0
+    if [ -z "${CALLER_TASK_QUEUE:-}" ]; then
+        export TASK_QUEUE_ENABLE=1
+    elif [ "$CALLER_TASK_QUEUE" = 2 ]; then
+        echo "$SCRIPT: warning: TASK_QUEUE_ENABLE=2 (set by the caller): torch_npu captures no graph at this level," \
+             "so --update-mode graph runs eagerly; export TASK_QUEUE_ENABLE=1 to capture" >&2
+    fi
 }
 
 # one run per output folder: OUTPUT_DIR/.lock stays locked while this script or anything it started lives

@@ -31,7 +31,8 @@ export ASCEND_GLOBAL_EVENT_ENABLE="${ASCEND_GLOBAL_EVENT_ENABLE:-0}"
 # which the ModelZoo scripts still export, exist only in the torch 1.5-era torch_npu branches and do nothing on 2.x.
 # TASK_QUEUE_ENABLE: 1 (the default) moves operator launches onto a second host thread, 2 also moves their
 # workspace work there; 2 is the recommended level, at the price of a somewhat higher device memory peak
-# (docs/zh/environment_variable_reference/TASK_QUEUE_ENABLE.md).
+# (docs/zh/environment_variable_reference/TASK_QUEUE_ENABLE.md). torch_npu refuses NPU graph capture at level 2:
+# test/common.sh runs a launch that captures (--update-mode graph) at level 1 unless the caller set one.
 export TASK_QUEUE_ENABLE="${TASK_QUEUE_ENABLE:-2}"
 # COMBINED_ENABLE=1 (default 0): optimises combinations of two non-contiguous operators (COMBINED_ENABLE.md)
 export COMBINED_ENABLE="${COMBINED_ENABLE:-1}"

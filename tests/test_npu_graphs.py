@@ -3,6 +3,7 @@ optimizer step eager, against the stand-in (tests/npu_stand_in/torch_npu/graphs.
 as the real one (host reads, synchronize and autocast's weight cache refused) and whose dropout capture can be
 switched off as on some torch_npu/CANN builds."""
 
+import json
 import logging
 import os
 
@@ -130,3 +131,51 @@ def test_stand_in_capture_modes_rule_other_threads(npu_host):
     with pytest.raises(RuntimeError, match="Unknown capture error mode 'local'"):
         with torch.npu.graph(torch.npu.NPUGraph(), capture_error_mode="local"):
             pass
+
+
+def test_stand_in_refuses_capture_at_task_queue_level_2_and_into_a_used_graph(npu_host, monkeypatch):
+    x = torch.ones(4)
+    monkeypatch.setenv("TASK_QUEUE_ENABLE", "2")
+    with pytest.raises(RuntimeError, match="TASK_QUEUE_ENABLE=2 is not supported during NPU graph capture"):
+        with torch.npu.graph(torch.npu.NPUGraph()):
+            x + 1
+    monkeypatch.setenv("TASK_QUEUE_ENABLE", "1")
+    g = torch.npu.NPUGraph()
+    with torch.npu.graph(g):
+        x + 1
+    with pytest.raises(RuntimeError, match="already holds a captured graph"):
+        with torch.npu.graph(g):
+            x + 1
+
+
+@pytest.mark.parametrize("caller_level", [None, "1", "2"], ids=["unset", "caller-1", "caller-2"])
+def test_the_npu_launch_captures_at_task_queue_level_1_unless_the_caller_chose_2(tmp_path, caller_level):
+    """torch_npu refuses every capture at TASK_QUEUE_ENABLE=2, env_npu.sh's level: the launch runs a capturing run
+    at level 1 unless the caller chose a level; a caller's 2 is kept, warned about, and the run stays eager and
+    says why (summary.json)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from test_launch_scripts import TINY, _write_task
+
+    repo = Path(__file__).resolve().parents[1]
+    data = _write_task(tmp_path / "SST-2-bin", [])
+    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1", TORCH_NPU_STAND_IN_HOST_TENSORS="1",
+               PYTHONPATH=os.pathsep.join([str(repo / "tests" / "npu_stand_in"), os.environ.get("PYTHONPATH", "")]))
+    env.pop("TASK_QUEUE_ENABLE", None)
+    if caller_level is not None:
+        env["TASK_QUEUE_ENABLE"] = caller_level
+    out = tmp_path / "out"
+    run = subprocess.run(["bash", "test/train_performance_1p.sh", f"--data_path={data}", "--model=roberta",
+                          "--device=npu", "--task=SST-2", "--batch-size=16", "--max-update=8", f"--output_dir={out}",
+                          "--", *TINY], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    update = json.loads((out / "summary.json").read_text())["update"]
+    warning = "TASK_QUEUE_ENABLE=2 (set by the caller): torch_npu captures no graph at this level"
+    if caller_level == "2":
+        assert update["graphs"] == 0 and update["disabled"].startswith("TASK_QUEUE_ENABLE=2"), update
+        assert warning in run.stderr
+    else:
+        assert update["mode"] == "graph" and update["graphs"] == 1 and update["replayed"] > 0, update
+        assert warning not in run.stderr

@@ -15,7 +15,8 @@ What is captured depends on the device (``GraphBackend``):
 - **npu** (``torch.npu.NPUGraph``, torch_npu/npu/graphs.py): the zeroing, forward and backward; the optimizer step
   stays eager after the replay, because torch_npu's ``NpuFusedAdamW`` is not capturable. Whether this
   torch_npu/CANN captures dropout (a replay must draw new numbers) is probed once at start
-  (``probe_npu_dropout``); where it does not, the run stays eager and says why.
+  (``probe_npu_dropout``); where it does not, or where ``TASK_QUEUE_ENABLE=2`` rules capture out
+  (``npu_task_queue_refusal``), the run stays eager and says why.
 
 Memory: one pool for every graph. Graphs replay in data order, not in capture order, which is safe here because
 nothing allocated in the pool outlives a replay: gradients (zeroed in place, never set to None), parameters,
@@ -47,6 +48,7 @@ graphs (cpu); the batch is partial or a dummy; its length is not a pad bucket; t
 
 import json
 import logging
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -82,6 +84,15 @@ def graph_backend(device_type: str) -> Optional[GraphBackend]:
     if device_type == "npu" and hasattr(getattr(torch, "npu", None), "NPUGraph"):
         return GraphBackend("npu", torch.npu, torch.npu.NPUGraph, whole_update=False,
                             event_class=getattr(torch.npu, "Event", None))
+    return None
+
+
+def npu_task_queue_refusal() -> Optional[str]:
+    """Why torch_npu will refuse every capture of this process, or None. torch_npu reads ``TASK_QUEUE_ENABLE`` once
+    and refuses NPU graph capture at level 2 (torch_npu/csrc/core/npu/NPUGraph.cpp, ``NPUGraph::capture_begin``);
+    the launch scripts run capturing runs at level 1 (test/common.sh)."""
+    if os.environ.get("TASK_QUEUE_ENABLE", "").strip() == "2":
+        return "TASK_QUEUE_ENABLE=2, a level at which torch_npu captures no graph (export TASK_QUEUE_ENABLE=1)"
     return None
 
 
@@ -147,7 +158,7 @@ class GraphedUpdate:
         elif criterion_name not in SHAPE_DETERMINED_SAMPLE_SIZE:
             self.disabled = f"criterion {criterion_name}: its sample size is not fixed by the batch shape"
         elif self.backend.device_type == "npu":
-            self.disabled = probe_npu_dropout(self.backend, update.device)
+            self.disabled = npu_task_queue_refusal() or probe_npu_dropout(self.backend, update.device)
         update.on_read_out = self.log_report  # every --log-interval updates: the last one in the log is the run's
         if self.disabled:
             logger.warning(f"update: --update-mode graph runs eagerly: {self.disabled}")

@@ -22,6 +22,9 @@ Rules, as strict as the real capture:
   (CUDA's cudaStreamCaptureModeGlobal, torch_npu's ACL_MODEL_RI_CAPTURE_MODE_GLOBAL; torch/cuda/graphs.py and
   torch_npu/npu/graphs.py, ``graph``: '"global" will error on actions in other threads, "thread_local" will only
   error for actions in the current thread'); the mode is one of ``CAPTURE_ERROR_MODES``;
+- a capture is refused at ``TASK_QUEUE_ENABLE=2`` (torch_npu reads the level once per process; level 2 is what
+  the ModelZoo's scripts export), and into a graph that already holds one
+  (torch_npu/csrc/core/npu/NPUGraph.cpp, ``NPUGraph::capture_begin``);
 - dropout can be made uncapturable (``STATE["dropout_capture"] = False``), as it is on some torch_npu/CANN
   versions: a graph that holds a random operator then replays the numbers of its capture.
 
@@ -36,6 +39,7 @@ torch.cuda's capture (torch/cuda/graphs.py), so tests of the whole-update captur
 """
 
 import itertools
+import os
 import threading
 
 import torch
@@ -143,6 +147,11 @@ class NPUGraph:
                 self._new_storages.add(key)
 
     def capture_begin(self, pool=None, capture_error_mode="global"):
+        if os.environ.get("TASK_QUEUE_ENABLE", "").strip() == "2":
+            raise RuntimeError("TASK_QUEUE_ENABLE=2 is not supported during NPU graph capture; export "
+                               "TASK_QUEUE_ENABLE=1 or 0")
+        if self._ops is not None:
+            raise RuntimeError("this NPUGraph already holds a captured graph; capture into a new one")
         if STATE["capturing"]:
             raise CaptureError("only one NPU graph capture may be underway at a time")
         if capture_error_mode not in CAPTURE_ERROR_MODES:
