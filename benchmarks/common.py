@@ -156,19 +156,54 @@ def start_logged(cmd: List[str], log_path: Path, env: Optional[Dict[str, str]] =
                                 start_new_session=True)
 
 
-def stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """Stop ``proc`` and every process it started: SIGTERM to its group, SIGKILL to whatever is left after
-    ``grace_s``. Stopping only the launch script would leave its trainer running on the device, under the next
-    benchmark's timings."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
+def _group_alive(pgid: int) -> bool:
+    """Whether any live (not zombie) process is in group ``pgid``. A signal only starts a process's exit; on a
+    loaded machine the process can run on for a while after it."""
+    proc_dir = Path("/proc")
+    if not proc_dir.is_dir():  # no procfs: ask the kernel, which also counts zombies
         try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            pass
-        os.killpg(proc.pid, signal.SIGKILL)  # the group outlives its leader while any member lives
-    except ProcessLookupError:  # the group is gone
-        pass
+            os.killpg(pgid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+    for stat in proc_dir.glob("[0-9]*/stat"):
+        try:
+            # fields after the parenthesised command name: state, ppid, pgrp, ...
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):  # the process ended while being read
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False
+
+
+def _wait_group(proc: subprocess.Popen, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``proc``'s whole group to end, reaping the leader; True when it has."""
+    deadline = time.monotonic() + seconds
+    while True:
+        proc.poll()  # reaps the leader, which would otherwise stay a zombie member
+        if not _group_alive(proc.pid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def stop_group(proc: subprocess.Popen, grace_s: float = 10.0, kill_wait_s: float = 10.0) -> None:
+    """Stop ``proc`` and every process it started, and return once they are gone: SIGTERM to its group, then
+    SIGKILL to whatever is left after ``grace_s``. Stopping only the launch script would leave its trainer running
+    on the device, under the next benchmark's timings. The grace is the group's, not the leader's: a launch script
+    exits at once on SIGTERM while its trainer may still be writing a checkpoint."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, kill_wait_s)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:  # the group is gone
+            break
+        if _wait_group(proc, wait_s):
+            break
+    else:
+        print(f"warning: process group {proc.pid} still has live members {kill_wait_s:.0f} s after SIGKILL",
+              file=sys.stderr)
     proc.wait()
 
 

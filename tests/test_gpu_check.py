@@ -5,7 +5,9 @@ the step budgets, the accuracy judgement."""
 
 import ast
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import tarfile
@@ -174,6 +176,17 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _wait_for_pid(pid_file: Path, proc: subprocess.Popen) -> int:
+    """The pid a fake trainer wrote, once it has started (imports take seconds on a loaded machine)."""
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        text = pid_file.read_text() if pid_file.exists() else ""
+        if text.endswith("\n"):
+            return int(text)
+        time.sleep(0.05)
+    raise AssertionError(f"no trainer pid in {pid_file}")
+
+
 def test_concurrent_runs_stop_at_the_deadline_with_the_trainers_they_started(tmp_path):
     summary = json.dumps(dict(status="ok", final_metric=81.5, best_metric=82.0, updates=20, fps=100.0,
                               e2e_seconds=1.0))
@@ -203,6 +216,29 @@ def test_a_timed_out_run_is_stopped_with_what_it_started(tmp_path):
     assert not _alive(int((tmp_path / "slow" / "trainer.pid").read_text()))
 
 
+def test_a_stopped_run_returns_once_its_trainer_has_finished_on_sigterm(tmp_path):
+    # the launch script exits at once on SIGTERM; its trainer takes a second to write its checkpoint. The grace
+    # belongs to the whole group: a stop that waited only for the script would SIGKILL the trainer mid-write.
+    trainer = ("bash -c 'trap \"sleep 1; echo saved > checkpoint; exit 0\" TERM; echo $$ > trainer.pid; "
+               "sleep 120 & wait' & wait")
+    cmd = _fake_run(tmp_path, "slow", trainer)
+    with pytest.raises(RuntimeError, match=r"stopped at its time limit \(2 s\)"):
+        common.run_logged(cmd, tmp_path / "slow.log", timeout=2)
+    assert (tmp_path / "slow" / "checkpoint").read_text() == "saved\n"
+    assert not _alive(int((tmp_path / "slow" / "trainer.pid").read_text()))
+
+
+def test_a_stop_sends_sigkill_to_a_trainer_that_ignores_sigterm(tmp_path):
+    cmd = _fake_run(tmp_path, "stubborn", "bash -c 'trap \"\" TERM; echo $$ > trainer.pid; "
+                                          "while :; do sleep 0.1; done' & wait")
+    proc = common.start_logged(cmd, tmp_path / "stubborn.log")
+    trainer = _wait_for_pid(tmp_path / "stubborn" / "trainer.pid", proc)
+    t0 = time.monotonic()
+    common.stop_group(proc, grace_s=1.0)
+    assert 1.0 <= time.monotonic() - t0 < 10
+    assert not _alive(trainer)
+
+
 @pytest.mark.parametrize("concurrent", [False, True])
 def test_a_benchmark_stopped_by_timeout_stops_its_runs(tmp_path, concurrent):
     # gpu_check.sh bounds each step with `timeout`, which signals the step's process group only
@@ -210,13 +246,12 @@ def test_a_benchmark_stopped_by_timeout_stops_its_runs(tmp_path, concurrent):
     call = (f"capture_accuracy.concurrent_runs({{(1, 'eager'): {cmd!r}}}, deadline=time.monotonic() + 600)"
             if concurrent else f"common.run_logged({cmd!r}, Path({str(tmp_path / 'slow.log')!r}), timeout=600)")
     script = f"import time; from pathlib import Path; from benchmarks import capture_accuracy, common; {call}"
-    out = subprocess.run(["timeout", "3", sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
-                         timeout=60)
-    assert out.returncode == 124, out.stderr[-2000:]
-    trainer = int((tmp_path / "slow" / "trainer.pid").read_text())
-    deadline = time.monotonic() + 15
-    while _alive(trainer) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    bench = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    trainer = _wait_for_pid(tmp_path / "slow" / "trainer.pid", bench)
+    os.killpg(bench.pid, signal.SIGTERM)  # what `timeout` sends when the step's time is up
+    output = bench.communicate(timeout=60)[0]
+    assert bench.returncode == 128 + signal.SIGTERM, output[-2000:]  # the benchmark exits through SystemExit
     assert not _alive(trainer)
 
 
