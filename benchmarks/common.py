@@ -156,7 +156,7 @@ def start_logged(cmd: List[str], log_path: Path, env: Optional[Dict[str, str]] =
                                 start_new_session=True)
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
     """Whether any live (not zombie) process is in group ``pgid``. A signal only starts a process's exit; on a
     loaded machine the process can run on for a while after it."""
     proc_dir = Path("/proc")
@@ -182,7 +182,7 @@ def _wait_group(proc: subprocess.Popen, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while True:
         proc.poll()  # reaps the leader, which would otherwise stay a zombie member
-        if not _group_alive(proc.pid):
+        if not group_alive(proc.pid):
             return True
         if time.monotonic() >= deadline:
             return False
@@ -233,6 +233,8 @@ def run_logged(cmd: List[str], log_path: Path, env: Optional[Dict[str, str]] = N
     except BaseException:  # interrupted: the run must not outlive its benchmark
         stop_group(proc)
         raise
+    if group_alive(proc.pid):  # the script ended but left something of its run going
+        stop_group(proc)
     return finished_run(proc, log_path, time.perf_counter() - t0, before)
 
 

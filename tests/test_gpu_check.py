@@ -228,6 +228,12 @@ def test_a_stopped_run_returns_once_its_trainer_has_finished_on_sigterm(tmp_path
     assert not _alive(int((tmp_path / "slow" / "trainer.pid").read_text()))
 
 
+def test_a_run_whose_script_ends_leaves_nothing_of_its_group_running(tmp_path):
+    cmd = _fake_run(tmp_path, "leaky", "sleep 120 & echo $! > trainer.pid")
+    assert common.run_logged(cmd, tmp_path / "leaky.log", timeout=60)["returncode"] == 0
+    assert not _alive(int((tmp_path / "leaky" / "trainer.pid").read_text()))
+
+
 def test_a_stop_sends_sigkill_to_a_trainer_that_ignores_sigterm(tmp_path):
     cmd = _fake_run(tmp_path, "stubborn", "bash -c 'trap \"\" TERM; echo $$ > trainer.pid; "
                                           "while :; do sleep 0.1; done' & wait")
