@@ -92,7 +92,8 @@ def common_train_flags(batch_size: int, lr: float, total_updates: int, warmup: i
     """The README.glue.md recipe (adam betas/eps, weight decay, polynomial decay), logging json; on cpu unless
     ``cpu`` is False (then on the device fairseq finds: cuda)."""
     return [
-        *(["--cpu"] if cpu else []), "--max-positions", "512", "--batch-size", str(batch_size), "--required-batch-size-multiple", "1",
+        *(["--cpu"] if cpu else []), "--max-positions", "512", "--batch-size", str(batch_size),
+        "--required-batch-size-multiple", "1",
         "--init-token", "0", "--criterion", "sentence_prediction",
         "--dropout", "0.1", "--attention-dropout", "0.1", "--weight-decay", "0.1",
         "--adam-betas", "(0.9,0.98)", "--adam-eps", "1e-06", "--clip-norm", "0.0",

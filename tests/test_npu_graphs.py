@@ -66,8 +66,8 @@ def test_a_refused_capture_keeps_the_run_going_eagerly(data, npu_host, caplog, m
     eager, _ = train(data, "device")
     with caplog.at_level(logging.WARNING, logger="fairseq_npu.update.graphs"):
         graphed, graphs = train(data, "graph")
-    assert "npu graph capture failed for batch shape (16, 16) (CaptureError: _local_scalar_dense during NPU graph capture" \
-        in caplog.text
+    assert ("npu graph capture failed for batch shape (16, 16) "
+            "(CaptureError: _local_scalar_dense during NPU graph capture") in caplog.text
     assert graphs.report()["graphs"] == 0 and graphs.report()["fallbacks"]["capture failed for this shape"] == 4
     assert torch.equal(eager, graphed)
 

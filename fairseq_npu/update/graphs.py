@@ -108,7 +108,8 @@ def probe_npu_dropout(backend: GraphBackend, device) -> Optional[str]:
         graph.replay()
         same = torch.equal(first, dropped)
     except Exception as err:  # a build that cannot capture at all
-        return f"NPU graph capture of dropout failed ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        first_line = str(err).splitlines()[0] if str(err) else ""
+        return f"NPU graph capture of dropout failed ({type(err).__name__}: {first_line})"
     return "this torch_npu/CANN replays dropout's captured mask" if same else None
 
 
