@@ -102,7 +102,7 @@ def concurrent_runs(commands: Dict[Tuple[int, str], List[str]], deadline: float)
                                                     f"({time.monotonic() - started:.0f} s)")
                         print(f"capture_accuracy: {key[1]} seed {key[0]}: {results[key]['stopped']}", flush=True)
             time.sleep(0.5)
-    finally:  # interrupted, or a script that ended but left something of its run going: nothing outlives this
+    finally:  # interrupted: no run outlives this benchmark
         for key, proc in procs.items():
             if proc.poll() is None or common.group_alive(proc.pid):
                 common.stop_group(proc)

@@ -210,7 +210,10 @@ def stop_group(proc: subprocess.Popen, grace_s: float = 10.0, kill_wait_s: float
 
 def finished_run(proc: subprocess.Popen, log_path: Path, wall: float, before: float) -> dict:
     """The record of a run that ended by itself: wall time, exit code, the load around it; a failed run raises
-    with the log's last lines."""
+    with the log's last lines. What the script left running in its group is stopped first: no trainer outlives its
+    run."""
+    if group_alive(proc.pid):
+        stop_group(proc)
     info = dict(returncode=proc.returncode, wall_s=round(wall, 1), load_before=before, load_after=loadavg(),
                 log=str(log_path.relative_to(REPO)) if log_path.is_relative_to(REPO) else str(log_path))
     if proc.returncode != 0:
@@ -234,8 +237,6 @@ def run_logged(cmd: List[str], log_path: Path, env: Optional[Dict[str, str]] = N
     except BaseException:  # interrupted: the run must not outlive its benchmark
         stop_group(proc)
         raise
-    if group_alive(proc.pid):  # the script ended but left something of its run going
-        stop_group(proc)
     return finished_run(proc, log_path, time.perf_counter() - t0, before)
 
 

@@ -228,9 +228,16 @@ def test_a_stopped_run_returns_once_its_trainer_has_finished_on_sigterm(tmp_path
     assert not _alive(int((tmp_path / "slow" / "trainer.pid").read_text()))
 
 
-def test_a_run_whose_script_ends_leaves_nothing_of_its_group_running(tmp_path):
-    cmd = _fake_run(tmp_path, "leaky", "sleep 120 & echo $! > trainer.pid")
-    assert common.run_logged(cmd, tmp_path / "leaky.log", timeout=60)["returncode"] == 0
+@pytest.mark.parametrize("concurrent", [False, True])
+def test_a_run_whose_script_ends_leaves_nothing_of_its_group_running(tmp_path, concurrent):
+    summary = json.dumps(dict(status="ok", final_metric=81.5, best_metric=82.0, updates=20, fps=100.0,
+                              e2e_seconds=1.0))
+    cmd = _fake_run(tmp_path, "leaky", f"sleep 120 & echo $! > trainer.pid; echo '{summary}' > summary.json")
+    if concurrent:
+        got = capture_accuracy.concurrent_runs({(1, "eager"): cmd}, deadline=time.monotonic() + 60)
+        assert got[(1, "eager")]["returncode"] == 0
+    else:
+        assert common.run_logged(cmd, tmp_path / "leaky.log", timeout=60)["returncode"] == 0
     assert not _alive(int((tmp_path / "leaky" / "trainer.pid").read_text()))
 
 
